@@ -1,0 +1,1 @@
+"""Benchmarks that write JSON + markdown results under benchmarks/results/ (never timed assertions)."""

@@ -1,0 +1,1 @@
+"""PyTorch re-implementation of Human3R, checkpoint loading, ONNX export and TensorRT engine building."""
