@@ -259,7 +259,7 @@ def _value(node: ast.AST, key: str) -> Any:
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float"
             and len(node.args) == 1 and not node.keywords and isinstance(node.args[0], ast.Constant)
             and str(node.args[0].value).lstrip("+-") in ("inf", "Infinity")):
-        return float(node.args[0].value)
+        return float(str(node.args[0].value))
     raise ConfigError(
         msg("model string", f"value of {key!r} is not a literal", ast.unparse(node),
             "numbers, strings, booleans, inf, tuples or lists", "the string is parsed, never evaluated")

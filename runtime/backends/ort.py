@@ -1,0 +1,413 @@
+"""ONNX Runtime backends behind the Backend protocol: CPU, CUDA EP and TensorRT EP (onnxruntime imported lazily).
+
+* `OrtCpuBackend`: plain sessions; state and linked tensors are numpy arrays held by the backend.
+* `OrtCudaBackend`, `OrtTrtBackend`: IOBinding. State (two buffers per state tensor, ping-pong), linked tensors
+  and every output live on the device as OrtValues allocated once at activation; host feeds are copied into
+  preallocated device OrtValues; only fetched outputs are copied to the host.
+
+GPU sessions set `session.disable_cpu_ep_fallback=1`, so a node that would silently run on the CPU is an error,
+and a provider that ONNX Runtime lists but cannot load (no GPU, missing CUDA/cuDNN/TensorRT libraries) raises
+`BackendUnavailable` instead of quietly running on the CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailable, ConfigError, Human3RError, msg
+from ..iospec import ExportSpec, GraphSpec
+from .base import Backend
+
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int32)": "int32",
+              "tensor(int64)": "int64", "tensor(bool)": "bool", "tensor(uint8)": "uint8"}
+
+
+def import_onnxruntime() -> Any:
+    """The onnxruntime module, or BackendUnavailable with the install hint."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailable(msg("onnxruntime", "not installed", repr(exc), "onnxruntime-gpu",
+                                     "pip install onnxruntime-gpu (never together with the CPU `onnxruntime` "
+                                     "wheel: the CUDA EP disappears)")) from exc
+    return ort
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """Session and provider options of the ONNX Runtime backends (pass them as keyword options)."""
+
+    intra_op_threads: int = 0  # 0: one per physical core
+    inter_op_threads: int = 0  # only matters with a parallel execution mode
+    graph_opt_level: str = "all"  # disable | basic | extended | all
+    allow_spinning: bool = True  # session.intra_op.allow_spinning; 0 saves CPU when the caller idles between frames
+    mem_arena: bool = True  # enable_cpu_mem_arena; off saves RAM for ~10% speed
+    log_severity: int = 3  # 0 verbose .. 4 fatal
+    strict_device: bool = True  # GPU backends: a node falling back to the CPU EP is an error
+    device_id: int = 0
+    # CUDA EP
+    use_tf32: bool = False  # TF32 changes FP32 results at the 1e-3 level; off keeps the golden tolerances
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    arena_extend_strategy: str = "kSameAsRequested"
+    gpu_mem_limit_mb: int = 0  # 0: no limit
+    # TensorRT EP
+    fp16: bool = True
+    engine_cache_dir: str | None = None  # default: <export dir>/ort_trt_cache
+    timing_cache_dir: str | None = None  # default: the engine cache dir
+    layer_norm_fp32_fallback: bool = True
+    trt_workspace_mb: int = 2048
+    trt_opt_level: int = 3
+
+    @staticmethod
+    def from_options(options: Mapping[str, Any]) -> "OrtOptions":
+        known = {f.name for f in dataclasses.fields(OrtOptions)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(msg("ONNX Runtime backend options", "unknown option(s)", unknown, sorted(known)))
+        o = OrtOptions(**options)
+        if o.graph_opt_level not in _OPT_LEVELS:
+            raise ConfigError(msg("graph_opt_level", "unknown level", repr(o.graph_opt_level), _OPT_LEVELS))
+        return o
+
+
+# ------------------------------------------------------------------------------------------ sessions
+def session_options(ort: Any, o: OrtOptions, strict: bool) -> Any:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(o.intra_op_threads)
+    so.inter_op_num_threads = int(o.inter_op_threads)
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    so.graph_optimization_level = levels[o.graph_opt_level]
+    so.enable_cpu_mem_arena = bool(o.mem_arena)
+    so.log_severity_level = int(o.log_severity)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if o.allow_spinning else "0")
+    if strict:
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    return so
+
+
+def verify_session_io(sess: Any, g: GraphSpec, path: Path) -> None:
+    """Raise Human3RError if the session's inputs/outputs differ from the graph spec in export.json."""
+    problems = []
+    for kind, got, want in (("input", sess.get_inputs(), g.inputs), ("output", sess.get_outputs(), g.outputs)):
+        have = {a.name: a for a in got}
+        for t in want:
+            a = have.pop(t.name, None)
+            if a is None:
+                problems.append(f"{kind} {t.name} missing")
+                continue
+            dtype = _ORT_TYPES.get(a.type, a.type)
+            shape = tuple(a.shape)
+            if dtype != t.dtype or shape != tuple(t.shape):
+                problems.append(f"{kind} {t.name} is {dtype}{list(shape)}, spec {t.dtype}{list(t.shape)}")
+        problems += [f"unexpected {kind} {n}" for n in sorted(have)]
+    if problems:
+        raise Human3RError(msg(f"ONNX file {path}", "does not match export.json", "; ".join(problems),
+                               "the I/O spec the exporter wrote", "re-export; never mix files of two exports"))
+
+
+def onnx_path(directory: Path, g: GraphSpec) -> Path:
+    path = directory / g.file
+    if not path.is_file():
+        raise Human3RError(msg(f"graph {g.name}", "ONNX file not found", str(path),
+                               hint="run `human3r-edge export ... --out DIR` and pass that DIR"))
+    return path
+
+
+def _probe_model_bytes() -> bytes:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+
+
+def probe_provider(ort: Any, providers: list, o: OrtOptions, strict: bool) -> None:
+    """Create a one-node session with `providers`; BackendUnavailable unless the first provider really loads."""
+    primary = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    if primary not in ort.get_available_providers():
+        raise BackendUnavailable(msg(f"ONNX Runtime {primary}", "not in this build of onnxruntime",
+                                     ort.get_available_providers(), primary,
+                                     "install onnxruntime-gpu (desktop: the CUDA-13 wheels; JetPack 6: the Jetson "
+                                     "wheels), see docs/deploy-*.md"))
+    try:
+        sess = ort.InferenceSession(_probe_model_bytes(), sess_options=session_options(ort, o, strict),
+                                    providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidArgument, ...)
+        raise BackendUnavailable(msg(f"ONNX Runtime {primary}", "listed but could not be used", str(exc)[:400],
+                                     f"a session running on {primary}",
+                                     "check the GPU driver, CUDA 13 / cuDNN 9 (and TensorRT for the TRT EP) "
+                                     "libraries on LD_LIBRARY_PATH; ORT's log above names the missing library"))
+    got = sess.get_providers()
+    if not got or got[0] != primary:
+        raise BackendUnavailable(msg(f"ONNX Runtime {primary}", "listed but fell back", got, f"[{primary}, ...]",
+                                     "onnxruntime-gpu lists GPU providers even without a GPU or CUDA libraries; "
+                                     "its log above names the missing library (e.g. libcublasLt.so.13)"))
+
+
+# ------------------------------------------------------------------------------------------ CPU
+class OrtCpuBackend(Backend):
+    """ONNX Runtime on the CPU: plain sessions, numpy state (a fresh output array replaces the input each frame).
+
+    Returned arrays are owned by the caller.
+    """
+
+    name = "ort-cpu"
+
+    def __init__(self, spec: ExportSpec, directory: Path, **options: Any) -> None:
+        super().__init__(spec, directory, **options)
+        self.opts = OrtOptions.from_options(options)
+        self._sessions: dict[str, Any] = {}
+        self._state: dict[str, np.ndarray] = {}
+        self._linked: dict[str, np.ndarray] = {}
+        consumers = {n for g in spec.graphs for n in spec.linked_inputs(g.name)}
+        self._keep = {t.name for g in spec.graphs for t in g.outputs if t.name in consumers}
+
+    def _activate_impl(self) -> None:
+        ort = import_onnxruntime()
+        so = session_options(ort, self.opts, strict=False)
+        for g in self.spec.graphs:
+            path = onnx_path(self.directory, g)
+            sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+            verify_session_io(sess, g, path)
+            self._sessions[g.name] = sess
+
+    def _deactivate_impl(self) -> None:
+        self._sessions.clear()
+        self._state.clear()
+        self._linked.clear()
+
+    def reset_state(self) -> None:
+        init = self.initial_state()
+        self._state = {}
+        for g in self.spec.graphs:
+            for p in g.state:
+                t = g.input(p.input)
+                if p.input not in init:
+                    raise Human3RError(msg("initial_state.npz", "missing state", p.input, sorted(init)))
+                t.check(init[p.input], "initial state")
+                self._state[p.input] = init[p.input].copy()
+
+    def read_state(self, name: str) -> np.ndarray:
+        if name not in self._state:
+            raise Human3RError(msg("read_state", "no such state input", name, sorted(self._state)))
+        return self._state[name].copy()
+
+    def _run_impl(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str]) -> dict[str, np.ndarray]:
+        g = self.spec.graph(graph)
+        inputs = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
+        for name in self.spec.linked_inputs(graph):
+            if name not in self._linked:
+                producer = self.spec.producers()[name]
+                raise Human3RError(msg(f"graph {graph}", f"linked input {name} has no value yet", None,
+                                       f"graph {producer} run first in this frame"))
+            inputs[name] = self._linked[name]
+        for p in g.state:
+            inputs[p.input] = self._state[p.input]
+        state_out = {p.output: p.input for p in g.state}
+        wanted = sorted(set(fetch) | (self._keep & {t.name for t in g.outputs}) | set(state_out))
+        values = dict(zip(wanted, self._sessions[graph].run(wanted, inputs)))
+        for name, arr in values.items():
+            if name in self._keep:
+                self._linked[name] = arr
+            if name in state_out:
+                old = self._state[state_out[name]]
+                self._state[state_out[name]] = arr.copy() if np.shares_memory(arr, old) else arr
+        held = self._keep | set(state_out)
+        return {n: values[n].copy() if n in held else values[n] for n in fetch}
+
+
+# ------------------------------------------------------------------------------------------ IOBinding (device)
+class _PingPong:
+    """Two device buffers of one state tensor plus its read-only initial value.
+
+    `current` is what the next run reads; the run writes into the other buffer, which then becomes current.
+    Reset points `current` at the initial value (never bound as an output), so no copy is needed.
+    """
+
+    def __init__(self, initial: Any, a: Any, b: Any) -> None:
+        self.initial, self.buffers, self.current = initial, (a, b), initial
+
+    def next_output(self) -> Any:
+        return self.buffers[1] if self.current is self.buffers[0] else self.buffers[0]
+
+
+class OrtBoundBackend(Backend):
+    """ONNX Runtime with IOBinding: state, linked tensors and outputs stay on `device_type` between frames.
+
+    Subclasses set `device_type` and `providers()`. Returned arrays are fresh host copies owned by the caller.
+    """
+
+    name = "ort-bound"
+    device_type = "cuda"
+    primary_provider = "CUDAExecutionProvider"
+
+    def __init__(self, spec: ExportSpec, directory: Path, **options: Any) -> None:
+        super().__init__(spec, directory, **options)
+        self.opts = OrtOptions.from_options(options)
+        self._ort: Any = None
+        self._sessions: dict[str, Any] = {}
+        self._bindings: dict[str, Any] = {}
+        self._values: dict[str, Any] = {}  # every non-state output and host input: its device OrtValue
+        self._state: dict[str, _PingPong] = {}  # state input name -> buffers
+        self._run_options: Any = None
+
+    def providers(self) -> list:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ lifecycle
+    def _activate_impl(self) -> None:
+        ort = self._ort = import_onnxruntime()
+        providers = self.providers()
+        strict = self.opts.strict_device
+        probe_provider(ort, providers, self.opts, strict)
+        so = session_options(ort, self.opts, strict)
+        dev, dev_id = self.device_type, self.opts.device_id
+        init = self.initial_state()
+        for g in self.spec.graphs:
+            path = onnx_path(self.directory, g)
+            try:
+                sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            except Exception as exc:
+                raise Human3RError(msg(f"graph {g.name} on {self.primary_provider}", "session creation failed",
+                                       str(exc)[:500], hint="a node assigned to the CPU EP means an op the EP cannot "
+                                       "run: constant-fold shape subgraphs in the export, or pass strict_device=False "
+                                       "to accept the slowdown")) from exc
+            got = sess.get_providers()
+            if not got or got[0] != self.primary_provider:
+                raise BackendUnavailable(msg(f"graph {g.name}", f"session is not on {self.primary_provider}", got,
+                                             f"[{self.primary_provider}, ...]", "see ONNX Runtime's log above"))
+            verify_session_io(sess, g, path)
+            self._sessions[g.name] = sess
+            io = sess.io_binding()
+            state_outputs = {p.output for p in g.state}
+            for t in g.outputs:
+                if t.name not in state_outputs:
+                    self._values[t.name] = ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev,
+                                                                                      dev_id)
+                    io.bind_ortvalue_output(t.name, self._values[t.name])
+            for t in self.spec.host_inputs(g.name):
+                self._values[t.name] = ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id)
+                io.bind_ortvalue_input(t.name, self._values[t.name])
+            for p in g.state:
+                t = g.input(p.input)
+                if p.input not in init:
+                    raise Human3RError(msg("initial_state.npz", "missing state", p.input, sorted(init)))
+                t.check(init[p.input], "initial state")
+                self._state[p.input] = _PingPong(
+                    ort.OrtValue.ortvalue_from_numpy(init[p.input], dev, dev_id),
+                    ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id),
+                    ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id))
+            self._bindings[g.name] = io
+        # linked inputs are bound once to the producer's output OrtValue: the tensor never leaves the device
+        for g in self.spec.graphs:
+            for name in self.spec.linked_inputs(g.name):
+                if name not in self._values:
+                    raise Human3RError(msg(f"graph {g.name}", "linked input produced by a state output", name,
+                                           hint="not supported: link a non-state output"))
+                self._bindings[g.name].bind_ortvalue_input(name, self._values[name])
+        self._run_options = ort.RunOptions()
+
+    def _deactivate_impl(self) -> None:
+        self._bindings.clear()
+        self._sessions.clear()
+        self._values.clear()
+        self._state.clear()
+
+    # ------------------------------------------------------------------ state
+    def reset_state(self) -> None:
+        for pp in self._state.values():
+            pp.current = pp.initial
+
+    def read_state(self, name: str) -> np.ndarray:
+        if name not in self._state:
+            raise Human3RError(msg("read_state", "no such state input", name, sorted(self._state)))
+        return np.array(self._state[name].current.numpy(), copy=True)
+
+    # ------------------------------------------------------------------ execution
+    def _run_impl(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str]) -> dict[str, np.ndarray]:
+        g = self.spec.graph(graph)
+        io = self._bindings[graph]
+        for name, value in feeds.items():
+            self._values[name].update_inplace(np.ascontiguousarray(value))
+        written = {}
+        for p in g.state:
+            pp = self._state[p.input]
+            out = pp.next_output()
+            io.bind_ortvalue_input(p.input, pp.current)
+            io.bind_ortvalue_output(p.output, out)
+            written[p.output] = (pp, out)
+        self._sessions[graph].run_with_iobinding(io, self._run_options)
+        for pp, out in written.values():
+            pp.current = out
+        result = {}
+        for name in fetch:
+            ov = written[name][1] if name in written else self._values[name]
+            result[name] = np.array(ov.numpy(), copy=True)
+        return result
+
+    def device_value(self, name: str) -> Any:
+        """The device OrtValue currently holding tensor `name` (valid until the next run or deactivation)."""
+        if name in self._state:
+            return self._state[name].current
+        if name not in self._values:
+            raise Human3RError(msg("device_value", "unknown tensor", name, sorted(self._values)))
+        return self._values[name]
+
+
+def _cuda_options(o: OrtOptions) -> dict[str, str]:
+    opts = {"device_id": str(o.device_id), "use_tf32": "1" if o.use_tf32 else "0",
+            "cudnn_conv_algo_search": o.cudnn_conv_algo_search, "arena_extend_strategy": o.arena_extend_strategy,
+            "do_copy_in_default_stream": "1"}
+    if o.gpu_mem_limit_mb:
+        opts["gpu_mem_limit"] = str(int(o.gpu_mem_limit_mb) << 20)
+    return opts
+
+
+class OrtCudaBackend(OrtBoundBackend):
+    """ONNX Runtime CUDA EP with IOBinding (state on the device, ping-pong)."""
+
+    name = "ort-cuda"
+    device_type = "cuda"
+    primary_provider = "CUDAExecutionProvider"
+
+    def providers(self) -> list:
+        return [("CUDAExecutionProvider", _cuda_options(self.opts))]
+
+
+class OrtTrtBackend(OrtBoundBackend):
+    """ONNX Runtime TensorRT EP (CUDA EP for what TensorRT does not take) with IOBinding."""
+
+    name = "ort-trt"
+    device_type = "cuda"
+    primary_provider = "TensorrtExecutionProvider"
+
+    def trt_options(self) -> dict[str, str]:
+        o = self.opts
+        cache = Path(o.engine_cache_dir) if o.engine_cache_dir else self.directory / "ort_trt_cache"
+        timing = Path(o.timing_cache_dir) if o.timing_cache_dir else cache
+        cache.mkdir(parents=True, exist_ok=True)
+        timing.mkdir(parents=True, exist_ok=True)
+        return {
+            "device_id": str(o.device_id),
+            "trt_fp16_enable": "1" if o.fp16 else "0",
+            "trt_layer_norm_fp32_fallback": "1" if o.layer_norm_fp32_fallback else "0",
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": "1",
+            "trt_timing_cache_path": str(timing),
+            "trt_max_workspace_size": str(int(o.trt_workspace_mb) << 20),
+            "trt_builder_optimization_level": str(int(o.trt_opt_level)),
+        }
+
+    def providers(self) -> list:
+        return [("TensorrtExecutionProvider", self.trt_options()), ("CUDAExecutionProvider", _cuda_options(self.opts))]

@@ -1,0 +1,474 @@
+"""Native TensorRT backend: engines run with execute_async_v3 on one stream, state held on the device.
+
+Device buffers are allocated once at activation and bound by tensor name with set_tensor_address:
+* every output (except state outputs) has one buffer; a linked input is bound to its producer's buffer;
+* every host input has a device buffer fed from a pinned host staging buffer;
+* every state pair (state/state_out, mem/mem_out) has two buffers A and B. A frame reads `current` and writes the
+  other one, then they swap (two set_tensor_address calls), so an input never aliases an output. Reset is a
+  device-to-device copy from the initial state uploaded once at activation.
+* only the requested outputs are copied back, through pinned buffers.
+Optional CUDA graphs (`cuda_graph=True`): one graph per set of bound addresses, i.e. two for the ping-pong parity
+of the decoder, each with its own execution context; each is captured after one plain warm-up enqueue with the
+same addresses, with no allocation inside the capture.
+
+Engines are refused when their sidecar (written by `human3r-edge build`) does not match this TensorRT version,
+this GPU, the ONNX they were built from (when it is reachable) or the engine file's own SHA-256.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cuda_util import CudaGraphs, gpu_identity, make_logger, require_pycuda, require_tensorrt
+from ..errors import BackendUnavailable, ConfigError, Human3RError, msg
+from ..iospec import ExportSpec, GraphSpec
+from .base import Backend
+
+SIDECAR_FORMAT = 1
+ENGINE_SUFFIX = ".engine"
+SIDECAR_SUFFIX = ".engine.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def engine_paths(directory: Path, graph: str) -> tuple[Path, Path]:
+    return directory / f"{graph}{ENGINE_SUFFIX}", directory / f"{graph}{SIDECAR_SUFFIX}"
+
+
+# ------------------------------------------------------------------------------------------ sidecar
+@dataclass(frozen=True)
+class EngineSidecar:
+    """What an engine was built from and for; written next to `<graph>.engine` as `<graph>.engine.json`."""
+
+    graph: str
+    engine_file: str
+    engine_sha256: str
+    engine_bytes: int
+    onnx_file: str  # file name inside the export directory (the FP16 file for strongly typed builds)
+    onnx_sha256: str
+    onnx_path: str  # absolute path at build time (checked again when it still exists)
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # 'major.minor'
+    precision: str  # fp16 | fp32
+    typing: str  # weak | strong
+    flags: tuple[str, ...]
+    builder_optimization_level: int
+    workspace_bytes: int
+    device_memory_bytes: int  # engine.device_memory_size_v2 (or device_memory_size)
+    io: dict  # the GraphSpec of export.json
+    fp32_layers: tuple[dict, ...] = ()  # {node, op, reason, layers}
+    unmatched_fp32_nodes: tuple[str, ...] = ()
+    build_seconds: float = 0.0
+    created_utc: str = ""
+    versions: dict = field(default_factory=dict)
+    format: int = SIDECAR_FORMAT
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / f"{self.graph}{SIDECAR_SUFFIX}"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1))
+        os.replace(tmp, path)
+        return path
+
+    @staticmethod
+    def load(path: Path) -> "EngineSidecar":
+        if not path.is_file():
+            raise Human3RError(msg(f"engine sidecar {path.name}", "missing", str(path),
+                                   "the JSON written next to the engine by `human3r-edge build`",
+                                   "rebuild: human3r-edge build --onnx-dir ONNX_DIR --out ENGINE_DIR"))
+        try:
+            d = json.loads(path.read_text())
+            known = {f.name for f in dataclasses.fields(EngineSidecar)}
+            d = {k: v for k, v in d.items() if k in known}
+            d["flags"] = tuple(d.get("flags", ()))
+            d["fp32_layers"] = tuple(d.get("fp32_layers", ()))
+            d["unmatched_fp32_nodes"] = tuple(d.get("unmatched_fp32_nodes", ()))
+            sc = EngineSidecar(**d)
+        except (ValueError, TypeError) as exc:
+            raise Human3RError(msg(str(path), "corrupt engine sidecar", repr(exc),
+                                   hint="rebuild: human3r-edge build --onnx-dir ONNX_DIR --out ENGINE_DIR")) from exc
+        if sc.format != SIDECAR_FORMAT:
+            raise Human3RError(msg(str(path), "unknown sidecar format", sc.format, SIDECAR_FORMAT,
+                                   "rebuild with this version of human3r-edge"))
+        return sc
+
+
+def _rebuild_hint(sc: EngineSidecar) -> str:
+    src = str(Path(sc.onnx_path).parent) if sc.onnx_path else "ONNX_DIR"
+    return f"engines are tied to one TensorRT version, GPU and ONNX: rebuild on this machine with " \
+           f"`human3r-edge build --onnx-dir {src} --out ENGINE_DIR`"
+
+
+def verify_sidecar(sc: EngineSidecar, engine_path: Path, graph: GraphSpec, tensorrt_version: str,
+                   gpu: tuple[str, str] | None, onnx_dir: Path | None = None) -> None:
+    """Refuse an engine built for another TensorRT, GPU, ONNX or I/O spec, or whose file is corrupt/truncated.
+
+    gpu: (name, 'major.minor') of this device, or None to skip the GPU check.
+    onnx_dir: export directory to hash the source ONNX in; else the build-time path is checked if it exists.
+    """
+    what = f"engine {engine_path.name}"
+    if not engine_path.is_file():
+        raise Human3RError(msg(what, "missing", str(engine_path), hint=_rebuild_hint(sc)))
+    size = engine_path.stat().st_size
+    if size != sc.engine_bytes or sha256_file(engine_path) != sc.engine_sha256:
+        raise Human3RError(msg(what, "corrupt or truncated (SHA-256 differs from its sidecar)",
+                               f"{size} bytes", f"{sc.engine_bytes} bytes with sha256 {sc.engine_sha256[:16]}...",
+                               _rebuild_hint(sc)))
+    if sc.tensorrt_version != tensorrt_version:
+        raise Human3RError(msg(what, "built with another TensorRT version", sc.tensorrt_version,
+                               f"TensorRT {tensorrt_version} (this machine)", _rebuild_hint(sc)))
+    if gpu is not None and (sc.gpu_name, sc.compute_capability) != tuple(gpu):
+        raise Human3RError(msg(what, "built for another GPU", f"{sc.gpu_name} (sm {sc.compute_capability})",
+                               f"{gpu[0]} (sm {gpu[1]})", _rebuild_hint(sc)))
+    spec_io = dataclasses.asdict(graph)
+    if {k: sc.io.get(k) for k in ("inputs", "outputs", "state")} != \
+            {k: json.loads(json.dumps(spec_io[k])) for k in ("inputs", "outputs", "state")}:
+        raise Human3RError(msg(what, "I/O differs from export.json", sc.io.get("file"), graph.file,
+                               "export.json and the engines come from different exports; " + _rebuild_hint(sc)))
+    onnx = (Path(onnx_dir) / sc.onnx_file) if onnx_dir is not None else Path(sc.onnx_path)
+    if onnx_dir is not None and not onnx.is_file():
+        raise Human3RError(msg(what, "source ONNX not found in --onnx-dir", str(onnx), hint=_rebuild_hint(sc)))
+    if onnx.is_file() and sha256_file(onnx) != sc.onnx_sha256:
+        raise Human3RError(msg(what, "built from a different ONNX", f"{onnx} has sha256 "
+                               f"{sha256_file(onnx)[:16]}...", f"sha256 {sc.onnx_sha256[:16]}...", _rebuild_hint(sc)))
+
+
+_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "BOOL": "bool",
+           "UINT8": "uint8", "INT8": "int8"}
+
+
+def dtype_name(trt_dtype: Any) -> str:
+    """numpy dtype name of a tensorrt.DataType."""
+    key = str(getattr(trt_dtype, "name", None) or str(trt_dtype).split(".")[-1])
+    return _DTYPES.get(key, key.lower())
+
+
+def verify_engine_io(engine: Any, graph: GraphSpec, what: str) -> None:
+    """Engine tensor names, modes, shapes and dtypes must equal the graph spec."""
+    import tensorrt as trt
+
+    want = {t.name: ("input", t) for t in graph.inputs} | {t.name: ("output", t) for t in graph.outputs}
+    problems = []
+    seen = set()
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        seen.add(name)
+        if name not in want:
+            problems.append(f"unexpected tensor {name}")
+            continue
+        kind, t = want[name]
+        mode = engine.get_tensor_mode(name)
+        if (mode == trt.TensorIOMode.INPUT) != (kind == "input"):
+            problems.append(f"{name} is not an {kind}")
+        shape = tuple(engine.get_tensor_shape(name))
+        dt = dtype_name(engine.get_tensor_dtype(name))
+        if shape != tuple(t.shape) or dt != t.dtype:
+            problems.append(f"{name} is {dt}{list(shape)}, spec {t.dtype}{list(t.shape)}")
+        if engine.get_tensor_location(name) != trt.TensorLocation.DEVICE:
+            problems.append(f"{name} is not a device tensor")
+    problems += [f"missing tensor {n}" for n in sorted(set(want) - seen)]
+    if problems:
+        raise Human3RError(msg(what, "engine I/O differs from export.json", "; ".join(problems),
+                               hint="rebuild the engine from this export"))
+
+
+# ------------------------------------------------------------------------------------------ the backend
+@dataclass(frozen=True)
+class TrtOptions:
+    device_id: int = 0
+    cuda_graph: bool = False  # capture one CUDA graph per bound-address set (two for the decoder's ping-pong)
+    onnx_dir: str | None = None  # hash the source ONNX here; default: its build-time path if it still exists
+    check_gpu: bool = True
+    log_level: str = "warning"  # TensorRT messages printed: internal_error|error|warning|info|verbose
+
+    @staticmethod
+    def from_options(options: Mapping[str, Any]) -> "TrtOptions":
+        known = {f.name for f in dataclasses.fields(TrtOptions)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(msg("TensorRT backend options", "unknown option(s)", unknown, sorted(known)))
+        return TrtOptions(**options)
+
+
+class _DeviceState:
+    """Two device buffers of one state tensor and its initial value (uploaded once)."""
+
+    def __init__(self, a: Any, b: Any, initial: Any, nbytes: int) -> None:
+        self.buffers = (a, b)
+        self.initial = initial
+        self.nbytes = nbytes
+        self.parity = 0
+
+    @property
+    def current(self) -> int:
+        return int(self.buffers[self.parity])
+
+    @property
+    def other(self) -> int:
+        return int(self.buffers[1 - self.parity])
+
+    def swap(self) -> None:
+        self.parity ^= 1
+
+
+@dataclass
+class _Slot:
+    """One execution context, the addresses bound to it, and (with CUDA graphs) its captured graph."""
+
+    context: Any
+    bound: dict[str, int] = field(default_factory=dict)
+    warmed: bool = False
+    graph: int = 0
+    graph_exec: int = 0
+
+
+class TrtBackend(Backend):
+    """TensorRT engines from an engine directory (engines + sidecars + export.json + initial_state.npz).
+
+    Returned arrays are fresh host copies owned by the caller. `device_buffer(name)` exposes device pointers.
+    """
+
+    name = "trt"
+
+    def __init__(self, spec: ExportSpec, directory: Path, **options: Any) -> None:
+        super().__init__(spec, directory, **options)
+        self.opts = TrtOptions.from_options(options)
+        self._reset_members()
+
+    def _reset_members(self) -> None:
+        self._cuda: Any = None
+        self._ctx: Any = None
+        self.stream: Any = None
+        self._logger: Any = None
+        self._runtime: Any = None
+        self._engines: dict[str, Any] = {}
+        self._slots: dict[str, dict[tuple, _Slot]] = {}
+        self._dev: dict[str, Any] = {}  # tensor -> DeviceAllocation (outputs and host inputs)
+        self._state: dict[str, _DeviceState] = {}  # state input -> buffers
+        self._state_out: dict[str, str] = {}  # state output -> state input
+        self._pinned_in: dict[str, np.ndarray] = {}
+        self._pinned_out: dict[str, np.ndarray] = {}
+        self._graphs: CudaGraphs | None = None
+        self.sidecars: dict[str, EngineSidecar] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def _activate_impl(self) -> None:
+        version = require_tensorrt()
+        cuda = self._cuda = require_pycuda()
+        import tensorrt as trt
+
+        dev = cuda.Device(self.opts.device_id)
+        self._ctx = dev.retain_primary_context()
+        self._ctx.push()
+        try:
+            self._setup(trt, version, cuda)
+        except BaseException:
+            self._teardown()
+            raise
+
+    def _setup(self, trt: Any, version: str, cuda: Any) -> None:
+        gpu = gpu_identity(cuda, self.opts.device_id) if self.opts.check_gpu else None
+        self.stream = cuda.Stream()
+        self._logger = make_logger(self.opts.log_level)
+        self._runtime = trt.Runtime(self._logger)
+        if self._runtime is None:
+            raise BackendUnavailable(msg("tensorrt.Runtime", "could not be created", self._logger.errors()))
+        onnx_dir = Path(self.opts.onnx_dir) if self.opts.onnx_dir else None
+        for g in self.spec.graphs:
+            engine_path, sidecar_path = engine_paths(self.directory, g.name)
+            if not engine_path.is_file():
+                raise Human3RError(msg(f"engine directory {self.directory}", f"no engine for graph {g.name}",
+                                       str(engine_path), f"{g.name}{ENGINE_SUFFIX} + {g.name}{SIDECAR_SUFFIX}",
+                                       "run `human3r-edge build --onnx-dir ONNX_DIR --out ENGINE_DIR` on this "
+                                       "machine and pass that ENGINE_DIR"))
+            sc = EngineSidecar.load(sidecar_path)
+            verify_sidecar(sc, engine_path, g, version, gpu, onnx_dir)
+            data = engine_path.read_bytes()
+            engine = self._runtime.deserialize_cuda_engine(data)
+            if engine is None:
+                raise Human3RError(msg(f"engine {engine_path.name}", "TensorRT refused to deserialize it",
+                                       "; ".join(self._logger.errors()[-3:]) or "no message",
+                                       hint=_rebuild_hint(sc)))
+            verify_engine_io(engine, g, f"engine {engine_path.name}")
+            self._engines[g.name] = engine
+            self.sidecars[g.name] = sc
+            self._slots[g.name] = {}
+        self._allocate(cuda)
+        if self.opts.cuda_graph:
+            self._graphs = CudaGraphs()
+
+    def _allocate(self, cuda: Any) -> None:
+        init = self.initial_state()
+        for g in self.spec.graphs:
+            for p in g.state:
+                t = g.input(p.input)
+                if p.input not in init:
+                    raise Human3RError(msg("initial_state.npz", "missing state", p.input, sorted(init)))
+                t.check(init[p.input], "initial state")
+                staging = cuda.pagelocked_empty(t.shape, t.np_dtype)
+                np.copyto(staging, init[p.input])
+                first = cuda.mem_alloc(t.nbytes)
+                cuda.memcpy_htod(first, staging)
+                self._state[p.input] = _DeviceState(cuda.mem_alloc(t.nbytes), cuda.mem_alloc(t.nbytes), first,
+                                                    t.nbytes)
+                self._state_out[p.output] = p.input
+                self._pinned_out[p.input] = staging  # also the read_state staging buffer
+            for t in g.outputs:
+                if t.name not in self._state_out:
+                    self._dev[t.name] = cuda.mem_alloc(t.nbytes)
+                self._pinned_out[t.name] = cuda.pagelocked_empty(t.shape, t.np_dtype)
+            for t in self.spec.host_inputs(g.name):
+                self._dev[t.name] = cuda.mem_alloc(t.nbytes)
+                self._pinned_in[t.name] = cuda.pagelocked_empty(t.shape, t.np_dtype)
+        for g in self.spec.graphs:
+            for name in self.spec.linked_inputs(g.name):
+                if name in self._state_out:
+                    raise Human3RError(msg(f"graph {g.name}", "linked input produced by a state output", name,
+                                           hint="not supported: link a non-state output"))
+
+    def _new_slot(self, graph: str) -> _Slot:
+        context = self._engines[graph].create_execution_context()
+        if context is None:
+            raise Human3RError(msg(f"engine {graph}", "create_execution_context failed",
+                                   "; ".join(self._logger.errors()[-3:]) or "out of device memory?"))
+        for t in self.spec.graph(graph).inputs:
+            if not context.set_input_shape(t.name, tuple(t.shape)):
+                raise Human3RError(msg(f"engine {graph}", "set_input_shape refused", f"{t.name} {t.shape}",
+                                       hint="the engine was built for other shapes; rebuild"))
+        return _Slot(context)
+
+    def _deactivate_impl(self) -> None:
+        self._teardown()
+
+    def _teardown(self) -> None:
+        try:
+            if self.stream is not None:
+                self.stream.synchronize()
+            if self._graphs is not None:
+                for slots in self._slots.values():
+                    for s in slots.values():
+                        self._graphs.destroy(s.graph, s.graph_exec)
+            self._slots.clear()
+            self._engines.clear()
+            self._runtime = None
+            for alloc in list(self._dev.values()):
+                alloc.free()
+            for st in self._state.values():
+                for a in (*st.buffers, st.initial):
+                    a.free()
+        finally:
+            if self._ctx is not None:
+                self._ctx.pop()
+                self._ctx.detach()
+            self._reset_members()
+
+    # ------------------------------------------------------------------ state
+    def reset_state(self) -> None:
+        for st in self._state.values():
+            self._cuda.memcpy_dtod_async(st.current, st.initial, st.nbytes, self.stream)
+        self.stream.synchronize()
+
+    def read_state(self, name: str) -> np.ndarray:
+        if name not in self._state:
+            raise Human3RError(msg("read_state", "no such state input", name, sorted(self._state)))
+        staging = self._pinned_out[name]
+        self._cuda.memcpy_dtoh_async(staging, self._state[name].current, self.stream)
+        self.stream.synchronize()
+        return staging.copy()
+
+    def device_buffer(self, name: str) -> int:
+        """Device pointer of the buffer that holds tensor `name` now.
+
+        Outputs and host inputs: fixed for the backend's lifetime. A state input or output name: the buffer with
+        the latest state, valid until the next run of its graph. Owned by the backend; never free it.
+        """
+        if name in self._state_out:
+            name = self._state_out[name]
+        if name in self._state:
+            return self._state[name].current
+        if name not in self._dev:
+            raise Human3RError(msg("device_buffer", "unknown tensor", name, sorted(self._dev) + sorted(self._state)))
+        return int(self._dev[name])
+
+    @property
+    def stream_handle(self) -> int:
+        """The CUDA stream every engine runs on (enqueue dependent kernels here)."""
+        return int(self.stream.handle)
+
+    # ------------------------------------------------------------------ execution
+    def addresses(self, graph: str) -> dict[str, int]:
+        """Tensor name -> device address to bind for the next run of `graph` (state: current in, other out)."""
+        g = self.spec.graph(graph)
+        out: dict[str, int] = {}
+        for t in g.inputs:
+            out[t.name] = self._state[t.name].current if t.name in self._state else int(self._dev[t.name])
+        for t in g.outputs:
+            out[t.name] = self._state[self._state_out[t.name]].other if t.name in self._state_out \
+                else int(self._dev[t.name])
+        return out
+
+    def _run_impl(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str]) -> dict[str, np.ndarray]:
+        cuda, stream = self._cuda, self.stream
+        for name, value in feeds.items():
+            np.copyto(self._pinned_in[name], value)
+            cuda.memcpy_htod_async(self._dev[name], self._pinned_in[name], stream)
+        addrs = self.addresses(graph)
+        key = tuple(sorted(addrs.items())) if self.opts.cuda_graph else ()
+        slots = self._slots[graph]
+        slot = slots.get(key)
+        if slot is None:
+            slot = slots[key] = self._new_slot(graph)
+        for name, a in addrs.items():
+            if slot.bound.get(name) != a:
+                if not slot.context.set_tensor_address(name, a):
+                    raise Human3RError(msg(f"engine {graph}", "set_tensor_address refused", f"{name} -> {a:#x}",
+                                           hint="; ".join(self._logger.errors()[-2:])))
+                slot.bound[name] = a
+        if self._graphs is not None and slot.warmed:
+            if not slot.graph_exec:
+                self._capture(self._graphs, graph, slot)
+            self._graphs.launch(slot.graph_exec, int(stream.handle))
+        else:
+            self._enqueue(graph, slot)
+            slot.warmed = True
+        for name in fetch:
+            src = addrs[name]
+            cuda.memcpy_dtoh_async(self._pinned_out[name], src, stream)
+        stream.synchronize()
+        for p in self.spec.graph(graph).state:
+            self._state[p.input].swap()
+        return {n: self._pinned_out[n].copy() for n in fetch}
+
+    def _enqueue(self, graph: str, slot: _Slot) -> None:
+        if not slot.context.execute_async_v3(int(self.stream.handle)):
+            raise Human3RError(msg(f"engine {graph}", "execute_async_v3 failed",
+                                   "; ".join(self._logger.errors()[-3:]) or "no message",
+                                   hint="every I/O address and input shape must be set"))
+
+    def _capture(self, graphs: CudaGraphs, graph: str, slot: _Slot) -> None:
+        """Capture the slot's enqueue (addresses already bound, warmed up once) into a CUDA graph."""
+        handle = int(self.stream.handle)
+        graphs.begin_capture(handle)
+        try:
+            self._enqueue(graph, slot)
+        finally:
+            captured = graphs.end_capture(handle)
+        slot.graph = captured
+        slot.graph_exec = graphs.instantiate(captured)
