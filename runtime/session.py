@@ -1,0 +1,458 @@
+"""The Python API: `Session` streams frames through an export and returns one `FrameResult` per frame.
+
+    with Session.open("exports/tiny", backend="ort-cpu", smplx_model="SMPLX_NEUTRAL.npz") as s:
+        for r in s.run("video.mp4"):
+            print(r.index, r.c2w[:3, 3], [p.track_id for p in r.people])
+
+Buffer ownership: every array in a `FrameResult` is a fresh host (numpy) array owned by the caller; the session
+never reads or writes it after `step` returns, so results may be kept for as long as wanted. Input frames are read
+during `step` only (never retained or modified); a device frame must stay valid until `step` returns.
+
+Frame input (`step(frame)`), each case a defined behaviour:
+* numpy (H, W, 3) uint8 in `SessionOptions.channel_order` ('RGB' default; 'BGR' for OpenCV frames);
+* (H, W) or (H, W, 1) grayscale: replicated to RGB; (H, W, 4): alpha dropped (not composited), as PIL does;
+* uint16 frames: scaled to 8 bits by keeping the high byte (x >> 8);
+* float frames (float16/32/64): RGB in [0, 1], rounded to 8 bits; NaN/inf or values outside [0, 1] are refused;
+* non-contiguous arrays (slices, flips, transposes) are accepted as they are;
+* DLPack objects on the CPU (e.g. a CPU torch tensor, HWC) via `np.from_dlpack`; `__cuda_array_interface__`
+  objects (CUDA torch tensors, CuPy arrays) are copied to the host through pycuda when it is installed (NOT
+  zero-copy yet: the GPU preprocessing path is not wired into the backends), else refused with a clear error;
+  GPU DLPack objects without `__cuda_array_interface__` are refused with a clear error;
+* frames with a side under 16 px (one CUT3R patch) are refused;
+* any larger size (8K included) is resized exactly as the reference (PIL LANCZOS/BICUBIC);
+* the preprocessed image must have the export's resolution: by default a frame whose aspect gives another size
+  (e.g. portrait frames for a landscape export) is refused with a hint; `fit='crop'` instead resizes to cover the
+  export resolution and centre-crops (not what the reference does, so results differ from it);
+* the frame size may change mid-stream: each frame is preprocessed on its own (a warning is given once).
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import preprocess as pp
+from .backends.base import Backend
+from .errors import Human3RError, msg
+from .geometry import transform_points
+from .pipeline import FramePipeline, PipelineOptions, StepOutput
+
+MIN_SIDE = 16  # one CUT3R patch
+NUM_BODY_JOINTS, NUM_HAND_JOINTS = 21, 15
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How a Session reads frames and what it returns."""
+
+    channel_order: str = "RGB"  # of 3/4-channel numpy frames: 'RGB' or 'BGR' (OpenCV)
+    ttt3r: bool = True  # TTT3R state gating (the demo's --use_ttt3r)
+    reset_interval: int | None = None  # reset the state every N frames (the demo's --reset_interval)
+    max_people: int | None = None  # at most this many people per frame (<= the export's K)
+    max_remembered: int | None = 256  # people the tracker remembers (None: unbounded, as the reference)
+    dense: bool = False  # return depth, point maps (camera and world) and confidence
+    human_mask: bool = False  # return the human segmentation mask at image resolution
+    skin: bool = True  # compute SMPL-X vertices/joints (needs an SMPL-X model)
+    fit: str = "exact"  # 'exact': refuse frames that do not preprocess to the export size; 'crop': cover + crop
+
+    def __post_init__(self) -> None:
+        if str(self.channel_order).upper() not in ("RGB", "BGR"):
+            raise Human3RError(msg("channel_order", "unknown", repr(self.channel_order), "'RGB' or 'BGR'"))
+        if self.fit not in ("exact", "crop"):
+            raise Human3RError(msg("fit", "unknown", repr(self.fit), "'exact' or 'crop'"))
+
+
+@dataclass(frozen=True)
+class Person:
+    """One person in one frame. SMPL-X joints: 127 (55 skeleton + 21 extra + 51 face landmarks)."""
+
+    track_id: int
+    score: float  # detection score after NMS
+    head_uv: np.ndarray  # (2,) float32 head (x, y) in image pixels (unpadded, clamped to the image)
+    rotmat: np.ndarray  # (53, 3, 3) float32: global, 21 body, 15 left hand, 15 right hand, jaw
+    betas: np.ndarray  # (10,) float32
+    expression: np.ndarray  # (10,) float32
+    transl: np.ndarray  # (3,) float32 head joint in camera coordinates (Human3R's anchor, not smplx's transl)
+    smplx_transl: np.ndarray | None = None  # (3,) float32 smplx `transl` giving the same camera-frame body
+    vertices_cam: np.ndarray | None = None  # (V, 3) float32
+    joints_cam: np.ndarray | None = None  # (127, 3) float32
+    vertices_world: np.ndarray | None = None  # (V, 3) float32
+    joints_world: np.ndarray | None = None  # (127, 3) float32
+
+    def smplx_params(self, rotation: str = "rotmat") -> dict[str, np.ndarray]:
+        """Parameters under the smplx package's keyword names (new arrays).
+
+        rotation='rotmat': global_orient (1,3,3), body_pose (21,3,3), left/right_hand_pose (15,3,3), jaw_pose
+        (1,3,3), the network's own output; 'axis_angle': the same as flat axis-angle (3,), (63,), (45,), (45,),
+        (3,), which is what smplx 0.1.28's SMPLX.forward takes. `transl` (only when an SMPL-X model was given)
+        is smplx's translation: smplx called with these parameters gives `vertices_cam`; `transl_head_cam` is
+        Human3R's head-joint translation.
+        """
+        r = self.rotmat
+        parts = {"global_orient": r[0:1], "body_pose": r[1:22], "left_hand_pose": r[22:37],
+                 "right_hand_pose": r[37:52], "jaw_pose": r[52:53]}
+        if rotation == "axis_angle":
+            from .geometry import rotmat_to_axis_angle
+
+            parts = {k: rotmat_to_axis_angle(v).reshape(-1) for k, v in parts.items()}
+        elif rotation != "rotmat":
+            raise Human3RError(msg("smplx_params", "unknown rotation format", repr(rotation),
+                                   "'rotmat' or 'axis_angle'"))
+        out = {k: np.array(v, np.float32) for k, v in parts.items()}
+        out.update(betas=self.betas.copy(), expression=self.expression.copy(), transl_head_cam=self.transl.copy())
+        if self.smplx_transl is not None:
+            out["transl"] = self.smplx_transl.copy()
+        return out
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything the runtime knows about one frame. All arrays are fresh and owned by the caller.
+
+    Pixel quantities refer to the model image (H, W) = the export resolution, i.e. the input frame resized and
+    centre-cropped as the reference does; `image` is that image.
+    """
+
+    index: int  # frame number since the session started
+    timestamp: float | None  # seconds, from the source when known
+    image: np.ndarray  # (H, W, 3) uint8 RGB: the model input
+    c2w: np.ndarray  # (4, 4) float32 camera-to-world, chained across state resets
+    intrinsics: np.ndarray  # (3, 3) float32 K with the Weiszfeld focal and principal point (W//2, H//2)
+    focal: float  # pixels; NaN when the point map is degenerate
+    segment: int  # state segment (increments at every reset)
+    people: tuple[Person, ...]
+    depth: np.ndarray | None = None  # (H, W) float32 z in the camera frame (dense=True)
+    points_cam: np.ndarray | None = None  # (H, W, 3) float32 (dense=True)
+    points_world: np.ndarray | None = None  # (H, W, 3) float32 = c2w * points_cam (dense=True)
+    confidence: np.ndarray | None = None  # (H, W) float32 >= 1 (dense=True)
+    human_mask: np.ndarray | None = None  # (H, W) float32 in [0, 1] (human_mask=True)
+    timings: dict[str, float] = field(default_factory=dict)  # ms per stage
+
+    @property
+    def track_ids(self) -> list[int]:
+        return [p.track_id for p in self.people]
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A frame after host preprocessing (what a background reader thread can produce ahead of inference)."""
+
+    img: np.ndarray  # (3, H, W) float32 in [-1, 1]
+    img_mhmr: np.ndarray  # (3, R, R) float32
+    source_hw: tuple[int, int]  # (H0, W0) of the input frame
+    ms: float  # preprocessing time
+
+
+# ------------------------------------------------------------------------------------------------ frames
+def to_host_frame(frame: Any) -> np.ndarray:
+    """Any supported frame object -> a numpy array view or copy (no dtype/shape normalisation yet)."""
+    if isinstance(frame, np.ndarray):
+        return frame
+    if hasattr(frame, "__cuda_array_interface__"):
+        return _cuda_to_host(frame.__cuda_array_interface__)
+    if hasattr(frame, "__dlpack__"):
+        try:
+            return np.from_dlpack(frame)
+        except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+            raise Human3RError(msg("frame", "DLPack object numpy cannot read", f"{type(frame).__name__}: {exc}",
+                                   "a CPU array (HWC)", "copy device tensors to the host first")) from exc
+    if hasattr(frame, "__array_interface__") or hasattr(frame, "__array__"):
+        return np.asarray(frame)
+    raise Human3RError(msg("frame", "unsupported frame type", type(frame).__name__,
+                           "a numpy array, a DLPack object or a __cuda_array_interface__ object"))
+
+
+def _cuda_to_host(cai: dict) -> np.ndarray:
+    try:
+        import pycuda.driver as cuda  # noqa: F401  (lazy: only for device frames)
+    except ImportError as exc:
+        raise Human3RError(msg("frame", "device (CUDA) frame but pycuda is not installed", None,
+                               hint="pass a host numpy array, or install pycuda")) from exc
+    shape = tuple(int(s) for s in cai["shape"])
+    dtype = np.dtype(cai["typestr"])
+    if cai.get("strides") not in (None, tuple(np.empty(shape, dtype).strides)):
+        raise Human3RError(msg("frame", "non-contiguous device frame", cai.get("strides"),
+                               "a C-contiguous CUDA array", "call .contiguous() on it first"))
+    host = np.empty(shape, dtype)
+    cuda.memcpy_dtoh(host, int(cai["data"][0]))
+    return host
+
+
+def normalize_frame(frame: Any) -> np.ndarray:
+    """A frame as (H, W), (H, W, 1|3|4) uint8 (channel order untouched). Raises Human3RError on bad input."""
+    a = to_host_frame(frame)
+    if a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] in (1, 3, 4):
+        raise Human3RError(msg("frame", "channels-first layout", a.shape, "(H, W, C) channels-last",
+                               "transpose it, e.g. x.transpose(1, 2, 0)"))
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4)):
+        raise Human3RError(msg("frame", "unsupported shape", a.shape, "(H, W, 3), (H, W, 4), (H, W, 1) or (H, W)"))
+    h, w = a.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise Human3RError(msg("frame", f"smaller than one {MIN_SIDE}-px patch", f"{w}x{h}",
+                               f"at least {MIN_SIDE}x{MIN_SIDE} pixels"))
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.uint16:
+        return (a >> 8).astype(np.uint8)
+    if a.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        if bad:
+            raise Human3RError(msg("frame", "non-finite values (NaN/inf) in a float frame", f"{bad} values",
+                                   "finite RGB in [0, 1]"))
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise Human3RError(msg("frame", "float frame outside [0, 1]", f"[{lo:g}, {hi:g}]", "values in [0, 1]",
+                                   "pass 0..255 pixels as uint8, or divide by 255"))
+        return np.rint(a.astype(np.float32) * np.float32(255.0)).astype(np.uint8)
+    raise Human3RError(msg("frame", "unsupported dtype", a.dtype, "uint8, uint16 or float in [0, 1]"))
+
+
+def to_image_u8(img: np.ndarray) -> np.ndarray:
+    """(3, H, W) float32 in [-1, 1] -> (H, W, 3) uint8 (exact inverse of the preprocessing's normalisation)."""
+    return np.ascontiguousarray(np.rint((img + 1.0) * 127.5).clip(0, 255).astype(np.uint8).transpose(1, 2, 0))
+
+
+# ------------------------------------------------------------------------------------------------ session
+class Session:
+    """One video stream through one export. Not thread-safe; one Session per stream.
+
+    backend: a Backend over an export (activated on `__enter__` if needed). smplx: a skinner (an object with
+    `.skin(rotmat, betas, expression, transl, c2w)`: `runtime.smplx.skinning.SMPLXModel` on the CPU or
+    `runtime.smplx.gpu.CudaSkinner` on the GPU) or a path to a model file, or None (no vertices/joints).
+    """
+
+    def __init__(self, backend: Backend, smplx: Any = None, options: SessionOptions = SessionOptions()) -> None:
+        self.backend = backend
+        self.options = options
+        self.smplx = _load_smplx(smplx) if isinstance(smplx, (str, Path)) else smplx
+        self.width, self.height = (int(v) for v in backend.spec.resolution)
+        self.size = max(self.width, self.height)
+        self.square: int | None = None  # R, set when the session starts
+        self.pipeline: FramePipeline | None = None
+        self._owns_activation = False
+        self._last_hw: tuple[int, int] | None = None
+        self._warned_size = False
+
+    @classmethod
+    def open(cls, export_dir: str | Path, backend: str = "ort-cpu", smplx_model: str | Path | None = None,
+             options: SessionOptions = SessionOptions(), **backend_options: Any) -> "Session":
+        """A Session over the export (ONNX or engine) directory `export_dir` with backend `backend`."""
+        from .backends import open_backend
+
+        return cls(open_backend(backend, export_dir, **streaming_backend_options(backend, backend_options)),
+                   smplx_model, options)
+
+    # ---------------------------------------------------------------------------------------------- lifecycle
+    def __enter__(self) -> "Session":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if not self.backend.is_active:
+            self.backend.activate()
+            self._owns_activation = True
+        if self.pipeline is None:
+            self.pipeline = FramePipeline(self.backend, PipelineOptions(
+                ttt3r=self.options.ttt3r, reset_interval=self.options.reset_interval,
+                max_people=self.options.max_people, human_mask=self.options.human_mask,
+                max_remembered=self.options.max_remembered))
+            self.square = self.pipeline.square
+
+    def close(self) -> None:
+        if self._owns_activation:
+            self.backend.deactivate()
+            self._owns_activation = False
+        self.pipeline = None
+
+    def reset(self) -> None:
+        """Start a new scene: initial state, new world frame (identity), people forgotten (ids never reused)."""
+        self._require().reset()
+
+    def _require(self) -> FramePipeline:
+        if self.pipeline is None:
+            raise Human3RError(msg("session", "not started", hint="use `with Session(...) as s:` or call start()"))
+        return self.pipeline
+
+    # ---------------------------------------------------------------------------------------------- frames
+    def prepare(self, frame: Any, channel_order: str | None = None) -> PreparedFrame:
+        """Host preprocessing of one frame (safe to call from a reader thread). channel_order overrides the
+        session's for this frame."""
+        tic = time.perf_counter()
+        a = normalize_frame(frame)
+        hw = (int(a.shape[0]), int(a.shape[1]))
+        if self._last_hw is not None and hw != self._last_hw and not self._warned_size:
+            warnings.warn(msg("frame", "size changed mid-stream", f"{self._last_hw[1]}x{self._last_hw[0]} -> "
+                              f"{hw[1]}x{hw[0]}", hint="each frame is preprocessed on its own"), stacklevel=2)
+            self._warned_size = True
+        self._last_hw = hw
+        img = self._to_model_image(a, (channel_order or self.options.channel_order).upper())
+        square = self.square or self._require().square
+        img_mhmr, _ = pp.pad_image(img, square)
+        return PreparedFrame(img, img_mhmr, hw, (time.perf_counter() - tic) * 1e3)
+
+    def _to_model_image(self, a: np.ndarray, order: str) -> np.ndarray:
+        h0, w0 = a.shape[:2]
+        try:
+            shape = pp.output_shape(w0, h0, self.size)
+        except Human3RError:
+            shape = None
+        if shape == (self.height, self.width):
+            return pp.preprocess_rgb(a, self.size, channel_order=order)
+        if self.options.fit == "crop":
+            return _cover_crop(a, self.width, self.height, order)
+        got = "an unusable size" if shape is None else f"{shape[1]}x{shape[0]}"
+        raise Human3RError(msg("frame", "does not preprocess to the export resolution",
+                               f"{w0}x{h0} -> {got}", f"{self.width}x{self.height} (WxH)",
+                               "export at this resolution (human3r-edge export --resolution WxH), or use "
+                               "SessionOptions(fit='crop') / --fit crop to crop frames to the export"))
+
+    def step(self, frame: Any, timestamp: float | None = None) -> FrameResult:
+        """Process one frame (see the module docstring for accepted inputs) -> its FrameResult."""
+        self._require()
+        return self.process(self.prepare(frame), timestamp)
+
+    def process(self, prepared: PreparedFrame, timestamp: float | None = None) -> FrameResult:
+        """Run an already prepared frame through the models and the host logic."""
+        out = self._require().step(prepared.img, prepared.img_mhmr)
+        out.timings["preprocess"] = prepared.ms
+        return self._result(out, prepared, timestamp)
+
+    def run(self, source: Any, *, max_frames: int | None = None, queue_size: int = 4) -> Iterator[FrameResult]:
+        """Iterate results over a source: a video file, an image folder, a camera index (decoded and
+        preprocessed in a background thread, see video.py), a `video.FrameSource`, or any iterable of frames.
+        Closing the iterator early stops the reader thread."""
+        self._require()
+        from . import video
+
+        if isinstance(source, (str, Path, int)):
+            src: Any = video.open_source(source, queue_size=queue_size, transform=self._prepare_rgb,
+                                         max_frames=max_frames)
+        else:
+            src = source
+        if isinstance(src, video.FrameSource):
+            with src:
+                for item in src:
+                    if isinstance(item.payload, PreparedFrame):
+                        prepared = item.payload
+                    elif item.image is not None:
+                        prepared = self.prepare(item.image, "RGB")
+                    else:
+                        raise Human3RError(msg("source", "frames carry neither an image nor a prepared frame",
+                                               type(item.payload).__name__, hint="open the source without a "
+                                               "transform, or with transform=session.prepare"))
+                    yield self.process(prepared, item.timestamp)
+            return
+        for i, frame in enumerate(_iterate(src)):
+            if max_frames is not None and i >= max_frames:
+                return
+            yield self.step(frame)
+
+    def _prepare_rgb(self, frame: np.ndarray) -> PreparedFrame:
+        """Transform for video sources, whose frames are RGB (the reader converts from OpenCV's BGR)."""
+        return self.prepare(frame, "RGB")
+
+    # ---------------------------------------------------------------------------------------------- results
+    def _result(self, out: StepOutput, prepared: PreparedFrame, timestamp: float | None) -> FrameResult:
+        o = self.options
+        tic = time.perf_counter()
+        people = self._people(out)
+        out.timings["skinning"] = (time.perf_counter() - tic) * 1e3
+        dense: dict[str, Any] = {}
+        if o.dense:
+            dense = dict(depth=np.ascontiguousarray(out.pts3d_self[..., 2]), points_cam=out.pts3d_self,
+                         points_world=transform_points(out.c2w, out.pts3d_self), confidence=out.conf_self)
+        mask = None
+        if out.human_mask is not None:
+            mask = np.ascontiguousarray(pp.unpad_image(out.human_mask, self.height, self.width))
+        return FrameResult(index=out.index, timestamp=timestamp, image=to_image_u8(prepared.img), c2w=out.c2w,
+                           intrinsics=out.K, focal=out.focal, segment=out.segment, people=people,
+                           human_mask=mask, timings=out.timings, **dense)
+
+    def _people(self, out: StepOutput) -> tuple[Person, ...]:
+        det, s = out.detections, out.smpl
+        n = det.count
+        if n == 0:
+            return ()
+        skin = None
+        if self.options.skin and self.smplx is not None:
+            skin = self.smplx.skin(s["smpl_rotmat"], s["smpl_shape"], s["smpl_expression"], s["smpl_transl"],
+                                   out.c2w)
+        pelvis_rest = _rest_pelvis(getattr(self.smplx, "model", self.smplx), s["smpl_shape"], s["smpl_expression"])
+        people = []
+        for i in range(n):
+            extra: dict[str, Any] = {}
+            if skin is not None:
+                extra = dict(vertices_cam=np.array(skin.v_cam[i]), joints_cam=np.array(skin.j_cam[i]),
+                             vertices_world=np.array(skin.v_world[i]), joints_world=np.array(skin.j_world[i]))
+                if pelvis_rest is not None:
+                    extra["smplx_transl"] = (np.asarray(skin.j_cam[i, 0], np.float32) - pelvis_rest[i])
+            people.append(Person(track_id=int(out.track_ids[i]), score=float(det.scores[i]),
+                                 head_uv=det.loc_image[i].copy(), rotmat=s["smpl_rotmat"][i].copy(),
+                                 betas=s["smpl_shape"][i].copy(), expression=s["smpl_expression"][i].copy(),
+                                 transl=s["smpl_transl"][i].copy(), **extra))
+        return tuple(people)
+
+
+def streaming_backend_options(backend: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Backend options for streaming: ONNX Runtime backends default to allow_spinning=False, because the
+    pipeline does host work between graph runs (detection, tracking, focal, skinning) and spinning ORT worker
+    threads starve it (measured on the 2-core dev box: the host geometry went from ~1 ms to ~200 ms)."""
+    opts = dict(options or {})
+    if backend.startswith("ort"):
+        opts.setdefault("allow_spinning", False)
+    return opts
+
+
+def _iterate(src: Any) -> Iterable[Any]:
+    if isinstance(src, np.ndarray) and src.ndim == 4:
+        return iter(src)  # a stack of frames (F, H, W, C)
+    try:
+        return iter(src)
+    except TypeError as exc:
+        raise Human3RError(msg("source", "not iterable", type(src).__name__,
+                               "a path, a camera index, a FrameSource or an iterable of frames")) from exc
+
+
+def _cover_crop(a: np.ndarray, width: int, height: int, order: str) -> np.ndarray:
+    """Resize (PIL, LANCZOS down / BICUBIC up) to cover width x height, centre-crop, normalise to [-1, 1]."""
+    from PIL import Image
+
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim == 3:
+        a = a[:, :, :3]
+        if order == "BGR":
+            a = a[:, :, ::-1]
+    img = Image.fromarray(np.ascontiguousarray(a)).convert("RGB")
+    w0, h0 = img.size
+    scale = max(width / w0, height / h0)
+    w1, h1 = max(width, round(w0 * scale)), max(height, round(h0 * scale))
+    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC
+    img = img.resize((w1, h1), resample)
+    left, top = (w1 - width) // 2, (h1 - height) // 2
+    img = img.crop((left, top, left + width, top + height))
+    return pp.u8_to_unit(np.asarray(img))
+
+
+def _load_smplx(path: str | Path) -> Any:
+    from .smplx.skinning import SMPLXModel  # lazy: the body model is optional
+
+    return SMPLXModel.load(path)
+
+
+def _rest_pelvis(model: Any, betas: np.ndarray, expression: np.ndarray) -> np.ndarray | None:
+    """(P, 3) pelvis of the shaped rest body (what smplx rotates the body about), or None if the model does not
+    expose its folded joint regressor (`j_template` (55, 3), `j_dirs` (20, 55*3))."""
+    jt, jd = getattr(model, "j_template", None), getattr(model, "j_dirs", None)
+    if jt is None or jd is None:
+        return None
+    coeffs = np.concatenate([betas, expression], axis=-1).astype(np.float32)  # (P, 20)
+    return (np.asarray(jt, np.float32)[0] + coeffs @ np.asarray(jd, np.float32)[:, :3]).astype(np.float32)
