@@ -1,1 +1,11 @@
-"""CUDA kernels launched by the runtime, each next to its CPU reference, plus a host-emulation harness."""
+"""CUDA kernels launched by the runtime, each next to its CPU reference, plus a host-emulation harness.
+
+smplx_skinning.cu   SMPL-X blend shapes + pose blend, forward kinematics, skinning + camera/world transforms
+                    (launcher: runtime/smplx/gpu.py, CudaSkinner).
+preprocess.cu       PIL-exact resize + centre crop + [-1, 1] NCHW, and the bilinear pad of the human branch
+                    (launcher and table builder: kernels/preprocess_gpu.py, CudaPreprocessor).
+build.py            kernel sources and nvcc helpers (PTX for sm_75/86/87/89, standalone benchmark objects).
+host_emu/           the same .cu sources compiled with g++ against a shim and run on the CPU through ctypes,
+                    with pycuda's calling convention (host_emu.compile_module) and a pycuda stand-in
+                    (host_emu.fake_pycuda) so the launchers themselves run without a GPU.
+"""

@@ -1,0 +1,46 @@
+"""The SMPL-X benchmark script: its projection arithmetic, its report, and a one-iteration numpy worker."""
+from __future__ import annotations
+
+import numpy as np
+
+from human3r_edge.benchmarks.smplx_bench import (GPUS, PEOPLE, gpu_bytes_per_frame, make_inputs, markdown,
+                                                  projection, worker_numpy)
+from human3r_edge.runtime.smplx.synthetic import write_synthetic_smplx
+
+
+def test_projection_arithmetic():
+    one, sixteen, seventeen = (gpu_bytes_per_frame(P, 4) for P in (1, 16, 17))
+    basis = 488 * 3 * 10475 * 4
+    assert basis < one["bytes_per_frame"] < basis * 1.05  # one person: the basis dominates
+    assert sixteen["bytes_per_body"] < one["bytes_per_body"] / 8  # basis read once for 16 people
+    assert seventeen["bytes_per_frame"] > sixteen["bytes_per_frame"] + basis  # a 17th person needs a second pass
+    half = gpu_bytes_per_frame(1, 2)
+    assert abs((one["bytes_per_frame"] - half["bytes_per_frame"]) - basis / 2) < 1
+    proj = projection()
+    row = proj["fp32 basis"][16]
+    assert set(row["floor_ms_per_body"]) == set(GPUS)
+    orin, rtx = row["floor_ms_per_body"]["Jetson AGX Orin"], row["floor_ms_per_body"]["RTX 4090"]
+    assert abs(orin / rtx - 1008.0 / 204.8) < 1e-9
+
+
+def test_inputs_are_rotations():
+    x = make_inputs(4)
+    R = x["rotmat"]
+    np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.broadcast_to(np.eye(3), R.shape), atol=1e-5)
+
+
+def test_numpy_worker_and_report(tmp_path):
+    model = write_synthetic_smplx(tmp_path, compress=False)
+    res = worker_numpy(str(model), iters=1, blend_dtype="float32")
+    assert set(res) == set(PEOPLE) and all(len(v) == 1 and v[0] > 0 for v in res.values())
+    stats = {"best_round_median_ms": 1.5, "median_ms": 2.0, "min_ms": 1.0, "p90_ms": 3.0, "n": 1, "rounds": 1}
+    report = {"machine": {"cpu_model": "test cpu", "cores": "2", "numpy": np.__version__, "torch": None},
+              "rounds": 1, "iters": 1, "model_note": "synthetic",
+              "results": {v: {str(P): stats for P in PEOPLE} for v in
+                          ("numpy", "torch-human3r", "torch-smplx", "numpy-fp16")},
+              "results_cpu_time_1_thread": {v: {str(P): stats for P in PEOPLE} for v in
+                                            ("numpy", "torch-human3r", "torch-smplx", "numpy-fp16")},
+              "projection": {k: ({str(P): r for P, r in v.items()} if "basis" in k else v)
+                             for k, v in projection().items()}}
+    text = markdown(report)
+    assert "test cpu" in text and "PROJECTION" in text and text.count("\n| 16 |") == 2  # wall + CPU-time rows
