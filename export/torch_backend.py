@@ -1,0 +1,145 @@
+"""The PyTorch backend: the Backend protocol over the same torch graph modules the exporter traces.
+
+It opens an export directory like every other backend (export.json, initial_state.npz) and rebuilds the model
+the export came from: the checkpoint recorded in `extra.source` (its SHA-256 is verified) or the seeded random
+weights. Options: `checkpoint=PATH` (the file moved), `model=Human3R` (already loaded; tests), `threads=N`,
+`all_heads=True` (on a --lean export, still compute the cross-view and rgb heads, as the reference demo does,
+and drop them from the results: what the benchmark's "PyTorch as the original runs it" measures).
+State and linked tensors are torch tensors held by the backend; a state output replaces its input tensor after
+each run (a new tensor every run, so nothing is ever both input and output). Returned arrays are fresh numpy
+copies owned by the caller.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from human3r_edge.runtime.backends.base import Backend
+from human3r_edge.runtime.config import Human3RConfig
+from human3r_edge.runtime.errors import CheckpointError, Human3RError, msg
+from human3r_edge.runtime.iospec import ExportSpec
+
+
+class TorchBackend(Backend):
+    """PyTorch eager (CPU, fp32) execution of the export's graphs."""
+
+    name = "torch"
+
+    def __init__(self, spec: ExportSpec, directory: Path, **options: Any) -> None:
+        super().__init__(spec, directory, **options)
+        self._modules: dict[str, torch.nn.Module] = {}
+        self._outputs: dict[str, list[str]] = {}  # each module's output names (a superset with all_heads)
+        self._state: dict[str, torch.Tensor] = {}
+        self._linked: dict[str, torch.Tensor] = {}
+        consumers = {n for g in spec.graphs for n in spec.linked_inputs(g.name)}
+        self._keep = {t.name for g in spec.graphs for t in g.outputs if t.name in consumers}
+
+    # ------------------------------------------------------------------ lifecycle
+    def _activate_impl(self) -> None:
+        from .graphs_torch import build_graphs
+
+        threads = self.options.get("threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+        model = self.options.get("model") or self._load_model()
+        want = Human3RConfig.from_dict(self.spec.config)
+        from .checkpoint import same_architecture
+
+        if not same_architecture(model.cfg, want):
+            raise CheckpointError(msg("torch backend", "the model is not the exported architecture",
+                                      model.cfg.name, want.name, "pass the checkpoint the export was made from"))
+        W, H = (int(v) for v in self.spec.resolution)
+        lean = bool(self.spec.lean) and not self.options.get("all_heads", False)
+        built = build_graphs(model.eval(), W, H, int(self.spec.max_people), lean)
+        for spec, module in built:
+            mine = [t.name for t in self.spec.graph(spec.name).outputs]
+            names = [t.name for t in spec.outputs]
+            if [n for n in names if n in mine] != mine:
+                raise Human3RError(msg(f"torch backend: graph {spec.name}", "outputs differ from export.json",
+                                       names, mine, "re-export with this version of human3r-edge"))
+            self._modules[spec.name] = module
+            self._outputs[spec.name] = names
+
+    def _load_model(self) -> Any:
+        source = dict(self.spec.extra.get("source") or {})
+        if self.options.get("checkpoint"):
+            source = {"kind": "checkpoint", "path": str(self.options["checkpoint"]),
+                      "sha256": self.spec.checkpoint_sha256}
+        kind = source.get("kind")
+        if kind == "random":
+            from human3r_edge.runtime.config import get_config
+
+            from .assets import random_model
+
+            model, _ = random_model(get_config(str(source["config"])), int(source["seed"]),
+                                    calibrate=bool(source.get("calibrated", False)))
+            return model
+        if kind != "checkpoint" or not source.get("path"):
+            raise Human3RError(msg(f"torch backend on {self.directory}", "export.json names no weights source",
+                                   source, "extra.source from `human3r-edge export`",
+                                   "pass checkpoint=PATH (the file the export was made from)"))
+        path = Path(str(source["path"]))
+        if not path.is_file():
+            raise Human3RError(msg("torch backend", "the exported checkpoint is not there", str(path),
+                                   hint="pass checkpoint=PATH to the backend (open_backend('torch', DIR, "
+                                        "checkpoint=...))"))
+        from .checkpoint import load_model
+
+        model, ckpt = load_model(path, keep_state_dict=False)
+        want = self.spec.checkpoint_sha256
+        if want and ckpt.sha256 != want:
+            raise CheckpointError(msg(f"torch backend: checkpoint {path}", "is not the file the export was made from",
+                                      f"sha256 {ckpt.sha256[:16]}...", f"sha256 {want[:16]}... (export.json)",
+                                      "pass the exported checkpoint, or re-export"))
+        return model
+
+    def _deactivate_impl(self) -> None:
+        self._modules.clear()
+        self._outputs.clear()
+        self._state.clear()
+        self._linked.clear()
+
+    # ------------------------------------------------------------------ state
+    def reset_state(self) -> None:
+        init = self.initial_state()
+        self._state = {}
+        for g in self.spec.graphs:
+            for p in g.state:
+                if p.input not in init:
+                    raise Human3RError(msg("initial_state.npz", "missing state", p.input, sorted(init)))
+                g.input(p.input).check(init[p.input], "initial state")
+                self._state[p.input] = torch.from_numpy(init[p.input].copy())
+
+    def read_state(self, name: str) -> np.ndarray:
+        if name not in self._state:
+            raise Human3RError(msg("read_state", "no such state input", name, sorted(self._state)))
+        return self._state[name].numpy().copy()
+
+    # ------------------------------------------------------------------ execution
+    def _run_impl(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str]) -> dict[str, np.ndarray]:
+        g = self.spec.graph(graph)
+        linked = self.spec.linked_inputs(graph)
+        args = []
+        for t in g.inputs:
+            if t.name in g.state_inputs:
+                args.append(self._state[t.name])
+            elif t.name in linked:
+                if t.name not in self._linked:
+                    raise Human3RError(msg(f"graph {graph}", f"linked input {t.name} has no value yet", None,
+                                           f"graph {self.spec.producers()[t.name]} run first in this frame"))
+                args.append(self._linked[t.name])
+            else:
+                args.append(torch.from_numpy(np.ascontiguousarray(feeds[t.name])))
+        with torch.inference_mode():
+            outs = self._modules[graph](*args)
+        values = dict(zip(self._outputs[graph], outs))
+        for name, v in values.items():
+            if name in self._keep:
+                self._linked[name] = v
+        for p in g.state:
+            self._state[p.input] = values[p.output]
+        return {n: values[n].numpy().copy() for n in fetch}
