@@ -41,8 +41,9 @@ GRAPH_STAGES = ("encoder", "decoder", "smpl_head")
 RUNTIME_BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "trt")
 GPU_BACKENDS = ("ort-cuda", "ort-trt", "trt")
 CONFIGS = ("tiny", "672S", "672B", "672L", "896L")
-QUIET_LOAD = 0.5  # 1-minute load average under which the machine counts as quiet (before and after the run)
-ASSET_VERSION = 1  # bump when the frames, the weight init or the calibration change (invalidates the cache)
+QUIET_LOAD = 0.5  # 1-minute load average under which the machine counts as quiet before the run
+QUIET_FOREIGN = 0.05  # largest share of the machine's CPU time that other processes may use during the run
+ASSET_VERSION = 2  # bump when the frames, the weight init or the calibration change (invalidates the cache)
 
 
 # ================================================================================================ settings
@@ -703,7 +704,32 @@ def machine_info(threads: int) -> dict:
     except (OSError, ValueError):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "memory_bytes": mem,
-            "platform": platform.platform(), "loadavg_before": list(os.getloadavg())}
+            "platform": platform.platform(), "loadavg_before": list(os.getloadavg()), "_cpu_before": cpu_snapshot()}
+
+
+def cpu_snapshot() -> tuple[float, float, float]:
+    """(wall s, busy CPU s of the whole machine, CPU s of this process and its children) for `foreign_cpu_share`."""
+    busy = 0.0
+    try:
+        vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = (sum(vals[:8]) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    except (OSError, ValueError, IndexError):
+        pass
+    t = os.times()
+    return time.time(), busy, t.user + t.system + t.children_user + t.children_system
+
+
+def foreign_cpu_share(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
+    """Share of the machine's CPU capacity used by OTHER processes between two snapshots (0 = quiet).
+
+    The load average after a run includes the benchmark's own threads, so it cannot tell whether the machine
+    was shared; this can.
+    """
+    wall = after[0] - before[0]
+    if wall <= 0 or before[1] == 0:
+        return 0.0
+    foreign = (after[1] - before[1]) - (after[2] - before[2])
+    return max(0.0, foreign / (wall * (os.cpu_count() or 1)))
 
 
 def versions() -> dict:
@@ -855,8 +881,9 @@ def run_bench(s: BenchSettings) -> dict:
     result["backends"] = backends
     result["comparison"] = compare_to_torch(backends)
     result["machine"]["loadavg_after"] = list(os.getloadavg())
-    result["machine"]["quiet"] = max(result["machine"]["loadavg_before"][0], result["machine"]["loadavg_after"][0]) \
-        < QUIET_LOAD
+    share = foreign_cpu_share(result["machine"].pop("_cpu_before"), cpu_snapshot())
+    result["machine"]["foreign_cpu_share"] = share
+    result["machine"]["quiet"] = result["machine"]["loadavg_before"][0] < QUIET_LOAD and share < QUIET_FOREIGN
     result["targets"] = targets(backends)
     return result
 
@@ -918,7 +945,8 @@ def markdown(r: Mapping[str, Any]) -> str:
     lines = [f"# human3r-edge bench: {r['config']} at {w}x{h}", "",
              f"{r['date']} on {m['cpu']} ({m['cores']} cores, {m['threads']} threads, "
              f"{m.get('memory_bytes', 0) / 2**30:.0f} GiB); load average before {m['loadavg_before'][0]:.2f}, "
-             f"after {m['loadavg_after'][0]:.2f}. Measured sgemm peak **{m['sgemm_peak_gflops']:.1f} GFLOP/s** "
+             f"after {m['loadavg_after'][0]:.2f} (the run's own threads included); other processes used "
+             f"{100 * m.get('foreign_cpu_share', 0.0):.1f} % of the CPU during the run. Measured sgemm peak **{m['sgemm_peak_gflops']:.1f} GFLOP/s** "
              f"({m['sgemm']['peak_library']}, {m['sgemm']['size']}^3, best of {m['sgemm']['repeats']}). "
              f"{r['warmup']} warm-up + {r['frames']} timed frames per backend, synthetic "
              f"{r['source_frame_size'][0]}x{r['source_frame_size'][1]} frames, random weights "
@@ -926,8 +954,9 @@ def markdown(r: Mapping[str, Any]) -> str:
              f"Command: `{r['command']}`" + (f" (ONNX Runtime options {r['ort_options']})" if r.get("ort_options")
                                               else ""), ""]
     if not m.get("quiet", True):
-        lines += [f"**WARNING: the machine was busy (1-minute load average {m['loadavg_before'][0]:.2f} before, "
-                  f"{m['loadavg_after'][0]:.2f} after, limit {QUIET_LOAD}): these timings, the sgemm peak and the "
+        lines += [f"**WARNING: the machine was busy (1-minute load average {m['loadavg_before'][0]:.2f} before the "
+                  f"run, limit {QUIET_LOAD}; other processes used {100 * m.get('foreign_cpu_share', 0.0):.1f} % of "
+                  f"the CPU during it, limit {100 * QUIET_FOREIGN:.0f} %): these timings, the sgemm peak and the "
                   "efficiencies are not representative; re-run on a quiet machine.**", ""]
     if b:
         names = list(b)

@@ -3,7 +3,7 @@ official `args.model` constructor string that never evaluates it.
 
 The checkpoint's `args.model` is a Python expression such as
 `ARCroco3DStereo(ARCroco3DStereoConfig(state_size=768, ..., backbone='dinov2_vitl14', mhmr_img_res=896))`.
-The reference builds the model with `eval()` on it; we parse it with `ast` and accept only literals.
+The reference builds the model by evaluating that string; we parse it with `ast` and accept only literals.
 """
 from __future__ import annotations
 

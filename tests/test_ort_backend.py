@@ -169,6 +169,35 @@ def test_options_are_typed(toy):
         assert run_frames(be, spec, 1)[0]["camera_pose"].shape == (1, 7)
 
 
+def test_memory_and_order_options(toy):
+    """The CPU memory options change how ORT runs, never what it computes."""
+    import onnxruntime as ort
+
+    spec = ExportSpec.load(toy)
+    with pytest.raises(ConfigError, match="unknown order"):
+        OrtCpuBackend(spec, toy, execution_order="fastest")
+    so = session_options(ort, OrtOptions(execution_order="priority", prepacking=False, mem_pattern=False,
+                                         config_entries=(("session.x_test", "7"),)), strict=False)
+    assert so.execution_order == ort.ExecutionOrder.PRIORITY_BASED
+    assert not so.enable_mem_pattern
+    assert so.get_session_config_entry("session.disable_prepacking") == "1"
+    assert so.get_session_config_entry("session.x_test") == "7"
+    assert so.get_session_config_entry("session.use_env_allocators") == "1"  # the exact-size CPU arena
+    assert session_options(ort, OrtOptions(), strict=False).execution_order == ort.ExecutionOrder.PRIORITY_BASED
+    plain = session_options(ort, OrtOptions(execution_order="default", cpu_arena_exact=False), strict=False)
+    assert plain.execution_order == ort.ExecutionOrder.DEFAULT
+    with pytest.raises(RuntimeError):  # ORT raises for an entry that was never set
+        plain.get_session_config_entry("session.use_env_allocators")
+    with OrtCpuBackend(spec, toy) as be:
+        assert not be.opts.mem_pattern  # the CPU backend's default
+        tuned = run_frames(be, spec, 3)
+    with OrtCpuBackend(spec, toy, execution_order="default", cpu_arena_exact=False, mem_pattern=True) as be:
+        plain_rows = run_frames(be, spec, 3)
+    for a, b in zip(tuned, plain_rows):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
 def test_trt_ep_options(toy):
     be = OrtTrtBackend(ExportSpec.load(toy), toy, fp16=True, trt_workspace_mb=512)
     o = be.trt_options()

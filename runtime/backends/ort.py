@@ -24,6 +24,7 @@ from ..iospec import ExportSpec, GraphSpec
 from .base import Backend
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
+_EXEC_ORDERS = ("default", "priority")
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int32)": "int32",
               "tensor(int64)": "int64", "tensor(bool)": "bool", "tensor(uint8)": "uint8"}
 
@@ -48,6 +49,13 @@ class OrtOptions:
     graph_opt_level: str = "all"  # disable | basic | extended | all
     allow_spinning: bool = True  # session.intra_op.allow_spinning; 0 saves CPU when the caller idles between frames
     mem_arena: bool = True  # enable_cpu_mem_arena; off saves RAM for ~10% speed
+    mem_pattern: bool = True  # enable_mem_pattern: pre-plans activation buffers (more RAM; ort-cpu defaults to off)
+    # node order: "priority" (ExecutionOrder.PRIORITY_BASED) frees tensors sooner than ORT's default topological
+    # order; 672S decoder transformer: +293 MB vs +560 MB live activations, and 5% faster on the CPU
+    execution_order: str = "priority"  # priority | default
+    cpu_arena_exact: bool = True  # CPU arena grows by the requested size (kSameAsRequested), not to the next power of 2
+    prepacking: bool = True  # False sets session.disable_prepacking: no second, re-laid-out copy of Gemm weights
+    config_entries: tuple[tuple[str, str], ...] = ()  # extra session config entries, passed through verbatim
     log_severity: int = 3  # 0 verbose .. 4 fatal
     strict_device: bool = True  # GPU backends: a node falling back to the CPU EP is an error
     device_id: int = 0
@@ -73,10 +81,35 @@ class OrtOptions:
         o = OrtOptions(**options)
         if o.graph_opt_level not in _OPT_LEVELS:
             raise ConfigError(msg("graph_opt_level", "unknown level", repr(o.graph_opt_level), _OPT_LEVELS))
+        if o.execution_order not in _EXEC_ORDERS:
+            raise ConfigError(msg("execution_order", "unknown order", repr(o.execution_order), _EXEC_ORDERS))
         return o
 
 
 # ------------------------------------------------------------------------------------------ sessions
+_CPU_ARENA_REGISTERED = False
+
+
+def _register_cpu_arena(ort: Any) -> bool:
+    """Register, once per process, a CPU arena allocator that grows by exactly the requested size.
+
+    The default CPU arena doubles its chunks (kNextPowerOfTwo); on 672S that keeps ~100 MB more resident at no
+    speed benefit (measured: 3.96 vs 4.06 GB peak, same ms/frame). Sessions opt in with session.use_env_allocators.
+    Returns False where this onnxruntime lacks the API (the session then keeps its own default arena).
+    """
+    global _CPU_ARENA_REGISTERED
+    if _CPU_ARENA_REGISTERED:
+        return True
+    try:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        # OrtArenaCfg(max_mem=0: no limit, arena_extend_strategy=1: kSameAsRequested, defaults for the rest)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+    _CPU_ARENA_REGISTERED = True
+    return True
+
+
 def session_options(ort: Any, o: OrtOptions, strict: bool) -> Any:
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(o.intra_op_threads)
@@ -87,8 +120,19 @@ def session_options(ort: Any, o: OrtOptions, strict: bool) -> Any:
               "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     so.graph_optimization_level = levels[o.graph_opt_level]
     so.enable_cpu_mem_arena = bool(o.mem_arena)
+    so.enable_mem_pattern = bool(o.mem_pattern)
+    if o.execution_order not in _EXEC_ORDERS:
+        raise ConfigError(msg("execution_order", "unknown order", repr(o.execution_order), _EXEC_ORDERS))
+    so.execution_order = {"default": ort.ExecutionOrder.DEFAULT,
+                          "priority": ort.ExecutionOrder.PRIORITY_BASED}[o.execution_order]
     so.log_severity_level = int(o.log_severity)
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if o.allow_spinning else "0")
+    if not o.prepacking:
+        so.add_session_config_entry("session.disable_prepacking", "1")
+    if o.mem_arena and o.cpu_arena_exact and _register_cpu_arena(ort):
+        so.add_session_config_entry("session.use_env_allocators", "1")
+    for key, value in o.config_entries:
+        so.add_session_config_entry(str(key), str(value))
     if strict:
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     return so
@@ -165,7 +209,9 @@ class OrtCpuBackend(Backend):
 
     def __init__(self, spec: ExportSpec, directory: Path, **options: Any) -> None:
         super().__init__(spec, directory, **options)
-        self.opts = OrtOptions.from_options(options)
+        # memory pattern planning pre-allocates one block per run: on the CPU it costs ~0.3x the weights in RAM
+        # for no measurable speed (672S: 1.68x -> 1.40x weights at 7.33 s/frame either way)
+        self.opts = OrtOptions.from_options({"mem_pattern": False, **options})
         self._sessions: dict[str, Any] = {}
         self._state: dict[str, np.ndarray] = {}
         self._linked: dict[str, np.ndarray] = {}
