@@ -223,40 +223,52 @@ class CudaPreprocessor:
             self._plans[key] = (plan, dev)
         return self._plans[key]
 
-    def launch(self, frame_ptr: Any, h0: int, w0: int, channels: int, pitch: int, bgr: bool = False) -> PreprocessPlan:
+    def launch(self, frame_ptr: Any, h0: int, w0: int, channels: int, pitch: int, bgr: bool = False, *,
+               img_out: Any = None, mhmr_out: Any = None, stream: Any = None) -> PreprocessPlan:
         """Preprocess a uint8 (h0, w0, channels) frame already on the device (row pitch in bytes).
 
-        Results land in `img_dev` (3, H, W) and `mhmr_dev` (3, R, R) float32. Returns the plan (sizes, geometry).
+        Results land in `img_dev` (3, H, W) and `mhmr_dev` (3, R, R) float32: this object's buffers, or the
+        caller's `img_out` / `mhmr_out` device pointers (e.g. an engine's input buffers: no copy at all), which
+        must hold 3*H*W and 3*R*R floats. Kernels are queued on `stream` (None: the default stream), in order;
+        the frame must stay valid until they have run. Returns the plan (sizes, geometry).
         """
         plan, t = self._plan_for(int(h0), int(w0))
         H, W, R = plan.height, plan.width, plan.size
         tmp = self._alloc("tmp", plan.n_rows * W * 3)
-        self.img_dev = self._alloc("img", 3 * H * W * 4)
-        self.mhmr_dev = self._alloc("mhmr", 3 * R * R * 4)
+        self.img_dev = self._alloc("img", 3 * H * W * 4) if img_out is None else img_out
+        self.mhmr_dev = self._alloc("mhmr", 3 * R * R * 4) if mhmr_out is None else mhmr_out
         i32 = np.int32
         gx = (W + _BLOCK - 1) // _BLOCK
+        on = {} if stream is None else {"stream": stream}
         self._h(frame_ptr, i32(pitch), i32(channels), i32(bool(bgr)), i32(plan.y_first), i32(plan.n_rows), t["hx"],
                 t["hc"], t["hk"], i32(plan.h_tables[2].shape[1]), i32(W), tmp, block=(_BLOCK, 1, 1),
-                grid=(gx, plan.n_rows))
+                grid=(gx, plan.n_rows), **on)
         self._v(tmp, i32(W), i32(H), t["vy"], t["vc"], t["vk"], i32(plan.v_tables[2].shape[1]), self.img_dev,
-                block=(_BLOCK, 1, 1), grid=(gx, H))
+                block=(_BLOCK, 1, 1), grid=(gx, H), **on)
         p = plan.pad
         self._pad(self.img_dev, i32(H), i32(W), i32(R), i32(p.top), i32(p.left), i32(p.new_h), i32(p.new_w),
                   t["py0"], t["py1"], t["pwy0"], t["pwy1"], t["px0"], t["px1"], t["pwx0"], t["pwx1"], self.mhmr_dev,
-                  block=(_BLOCK, 1, 1), grid=((R + _BLOCK - 1) // _BLOCK, R))
+                  block=(_BLOCK, 1, 1), grid=((R + _BLOCK - 1) // _BLOCK, R), **on)
         self.plan = plan
         return plan
+
+    def upload(self, frame: np.ndarray, channel_order: str = "RGB") -> tuple[Any, int, int, int, int, bool]:
+        """Copy a host uint8 frame into this object's device frame buffer (synchronously).
+
+        Returns the arguments `launch` takes for it: (pointer, h0, w0, channels, pitch, bgr).
+        """
+        a, channels, bgr = _frame_layout(frame, channel_order)
+        h0, w0 = a.shape[:2]
+        dev = self._alloc("frame", a.nbytes)
+        self.driver.memcpy_htod(dev, a)
+        return dev, h0, w0, channels, w0 * channels, bool(bgr)
 
     def process(self, frame: np.ndarray, channel_order: str = "RGB") -> tuple[np.ndarray, np.ndarray]:
         """Host frame in, host images out: (3, H, W) and (3, R, R) float32, new arrays owned by the caller.
 
         frame: (H0, W0, 3|4) or (H0, W0[, 1]) uint8 in `channel_order` ('RGB' or 'BGR'), as preprocess_rgb.
         """
-        a, channels, bgr = _frame_layout(frame, channel_order)
-        h0, w0 = a.shape[:2]
-        dev = self._alloc("frame", a.nbytes)
-        self.driver.memcpy_htod(dev, a)
-        plan = self.launch(dev, h0, w0, channels, w0 * channels, bool(bgr))
+        plan = self.launch(*self.upload(frame, channel_order))
         img = np.empty((3, plan.height, plan.width), np.float32)
         mhmr = np.empty((3, plan.size, plan.size), np.float32)
         self.driver.memcpy_dtoh(img, self.img_dev)

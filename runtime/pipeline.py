@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend
+from .backends.base import Backend, OnDevice
 from .config import Human3RConfig
 from .detect import Detections, Detector, nms3x3
 from .errors import Human3RError, msg
@@ -126,8 +127,11 @@ class FramePipeline:
         self.sequence_frame = 0
 
     # ---------------------------------------------------------------------------------------------- per frame
-    def step(self, img: np.ndarray, img_mhmr: np.ndarray) -> StepOutput:
-        """img (3, H, W) float32 in [-1, 1]; img_mhmr (3, R, R) float32 (pad_image of img). Not retained."""
+    def step(self, img: Any, img_mhmr: Any) -> StepOutput:
+        """img (3, H, W) float32 in [-1, 1]; img_mhmr (3, R, R) float32 (pad_image of img). Not retained.
+
+        Either may be the ON_DEVICE marker (backends with device feeds): the image already waits in the
+        backend's input buffer (GPU preprocessing) and stays there for the reset frame's duplicate view."""
         t: dict[str, float] = {}
         first = self.segment_frame == 0
         det, enc = self._encode_and_detect(img, img_mhmr, t)
@@ -164,7 +168,7 @@ class FramePipeline:
         n = self.options.reset_interval
         return n is not None and (self.sequence_frame + 1) % n == 0
 
-    def _reset_segment(self, img: np.ndarray, img_mhmr: np.ndarray, c2w_seg: np.ndarray, t: dict) -> None:
+    def _reset_segment(self, img: Any, img_mhmr: Any, c2w_seg: np.ndarray, t: dict) -> None:
         """State reset after a reset frame, then the duplicate view on the fresh state (outputs dropped)."""
         tic = time.perf_counter()
         self.chain.on_reset(c2w_seg)
@@ -191,7 +195,7 @@ class FramePipeline:
             decoder={k: np.ascontiguousarray(v[0]) for k, v in dec.items()}, smpl=smpl))
 
     # ---------------------------------------------------------------------------------------------- graphs
-    def _encode_and_detect(self, img: np.ndarray, img_mhmr: np.ndarray, t: dict) -> tuple[Detections, dict]:
+    def _encode_and_detect(self, img: Any, img_mhmr: Any, t: dict) -> tuple[Detections, dict]:
         fetch = ["det_scores", "det_offsets"] + (["human_mask"] if self.options.human_mask else [])
         tic = time.perf_counter()
         enc = self.backend.run(ENCODER, {"img": _batch(img), "img_mhmr": _batch(img_mhmr)}, fetch=fetch)
@@ -220,7 +224,9 @@ class FramePipeline:
         return {k: np.ascontiguousarray(out[k][0, :n]) for k in SMPL_OUTPUTS}
 
 
-def _batch(x: np.ndarray) -> np.ndarray:
+def _batch(x: Any) -> Any:
+    if isinstance(x, OnDevice):
+        return x  # already in the backend's input buffer
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise Human3RError(msg("pipeline input", "must be float32", x.dtype, "float32 from preprocess"))

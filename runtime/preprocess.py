@@ -161,6 +161,19 @@ def load_image(path: PathLike, size: int, *, square_ok: bool = False) -> np.ndar
 
     Returns a new (3, H, W) float32 array in [-1, 1] owned by the caller.
     """
+    return preprocess_pil(_open_image(path), size, square_ok)
+
+
+def read_rgb(path: PathLike) -> np.ndarray:
+    """Open an image file as the reference does (PIL, EXIF transpose) -> (H, W, 3) uint8 RGB, owned by the caller
+    (what `load_image` preprocesses; the GPU preprocessing kernels take it)."""
+    img = _open_image(path)
+    if img.mode in _HIGH_DEPTH_MODES:
+        raise Human3RError(msg("read_rgb", "16/32-bit or float image", f"PIL mode {img.mode!r}", "an 8-bit image"))
+    return np.asarray(img.convert("RGB")).copy()
+
+
+def _open_image(path: PathLike) -> Image.Image:
     try:
         with Image.open(os.fspath(path)) as im:
             im.load()
@@ -168,7 +181,7 @@ def load_image(path: PathLike, size: int, *, square_ok: bool = False) -> np.ndar
     except (OSError, SyntaxError) as exc:  # PIL raises UnidentifiedImageError (an OSError) or SyntaxError
         raise Human3RError(msg(f"image {os.fspath(path)}", "cannot be read", repr(exc),
                                "a readable image file (jpg, png, bmp)")) from exc
-    return preprocess_pil(img, size, square_ok)
+    return img
 
 
 # ------------------------------------------------------------------------------------------ human branch

@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for ONNX Runtime backends")
     p.add_argument("--skinning", choices=("auto", "cpu", "gpu"), default="auto",
                    help="SMPL-X skinning: numpy on the CPU, or the CUDA kernels (auto: GPU with --backend trt)")
+    p.add_argument("--preprocessing", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="frame preprocessing: PIL-exact on the CPU (in the reader thread), or the CUDA kernels "
+                   "writing into the engine's inputs (auto: GPU with --backend trt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -100,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     sess_opts = SessionOptions(ttt3r=not args.no_ttt3r, reset_interval=args.reset_interval,
                                max_people=args.max_people, dense=out_opts.needs_dense,
                                max_remembered=args.max_remembered or None,
-                               human_mask=out_opts.needs_mask, fit=args.fit)
+                               human_mask=out_opts.needs_mask, fit=args.fit, preprocessing=args.preprocessing)
     total = frame_count
     if total is not None:
         total = -(-total // args.stride)
@@ -119,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
             if skinner is not None:
                 session.smplx = skinner
             source = video.open_source(_source_arg(args.source), max_frames=args.max_frames, stride=args.stride,
-                                       transform=session._prepare_rgb)
+                                       transform=session.reader_transform)
             t_loop = time.perf_counter()
             for r in session.run(source):
                 tic = time.perf_counter()
@@ -304,7 +307,7 @@ def _summary(args: argparse.Namespace, backend: Any, export_dir: Path, frames: i
                                               "max_people": args.max_people, "stride": args.stride,
                                               "max_remembered": args.max_remembered or None,
                                               "skinning": args.skinning,
-                                              "fit": args.fit},
+                                              "preprocessing": args.preprocessing, "fit": args.fit},
         "versions": _versions(args.backend),
     }
 
@@ -313,18 +316,22 @@ def _summary(args: argparse.Namespace, backend: Any, export_dir: Path, frames: i
 def replay_golden(golden_dir: str | Path, backend: Any = "ort-cpu", preprocessed: bool = False,
                   reference_npz: str = "golden.npz", smplx_model: Any = None,
                   engines: str | Path | None = None, cache_dir: str | Path | None = None,
-                  **backend_options: Any) -> dict[str, Any]:
+                  gpu_kernels: bool | None = None, **backend_options: Any) -> dict[str, Any]:
     """Replay a golden folder through the runtime (any backend but torch) -> the golden's meta/step/demo/smplx keys.
 
     engines: a NON-lean export of the golden's checkpoint at its resolution; by default it is exported on the fly
     (cached under cache_dir). `backend` is a backend name or an (inactive) Backend instance; `smplx_model` a model
     file or a loaded SMPLXModel (default: the goldens' synthetic model). Settings (TTT3R,
     reset interval, size, R) come from `reference_npz`'s meta keys. Arrays are new numpy arrays owned by the caller.
+    gpu_kernels: run the CUDA kernels of kernels/ as `run` does on the GPU: SMPL-X skinning, and (without
+    `preprocessed`) frame preprocessing straight into the engine's input buffers. None: when the backend takes
+    device feeds (trt).
     """
     import numpy as np
 
     from . import preprocess as pp
     from .backends import open_backend
+    from .backends.base import ON_DEVICE
     from .geometry import rotmat_to_axis_angle, transform_points
     from .pipeline import FramePipeline, PipelineOptions
     from .smplx.skinning import SMPLXModel, project_points
@@ -363,8 +370,29 @@ def replay_golden(golden_dir: str | Path, backend: Any = "ort-cpu", preprocessed
             raise Human3RError(msg(f"export {be.directory}", "MHMR resolution differs from the golden's",
                                    be.spec.config.get("mhmr_img_res"), side))
         pipe = FramePipeline(be, opts)
-        frames = [pipe.step(img, pp.pad_image(img, side)[0]) for img in imgs]
+        use_gpu = getattr(be, "accepts_device_feeds", False) if gpu_kernels is None else gpu_kernels
+        if use_gpu and not getattr(be, "accepts_device_feeds", False):
+            raise Human3RError(msg("replay: gpu_kernels", "backend has no device buffers", be.name, "trt"))
+        if use_gpu and not preprocessed:
+            from .device_frames import GpuFramePreparer
+            from .preprocess import read_rgb
+
+            preparer = GpuFramePreparer(be, size, side)
+            frames = []
+            for path in _golden_frame_files(gdir):
+                if preparer.prepare(read_rgb(path), "RGB") is None:
+                    raise Human3RError(msg(f"golden frame {path}", "does not preprocess to the export size"))
+                frames.append(pipe.step(ON_DEVICE, ON_DEVICE))
+        else:
+            frames = [pipe.step(img, pp.pad_image(img, side)[0]) for img in imgs]
         steps = pipe.steps
+        skinner: Any = model
+        if use_gpu:
+            from .smplx.gpu import CudaSkinner
+
+            skinner = CudaSkinner(model, be.spec.max_people)
+        skins = [skinner.skin(f.smpl["smpl_rotmat"], f.smpl["smpl_shape"], f.smpl["smpl_expression"],
+                              f.smpl["smpl_transl"], f.c2w) if f.detections.count else None for f in frames]
     out: dict[str, Any] = dict(meta)
     out["meta/num_model_steps"] = np.int64(len(steps))
     flags: list[bool] = []
@@ -419,11 +447,9 @@ def replay_golden(golden_dir: str | Path, backend: Any = "ort-cpu", preprocessed
     # smplx/*: skinned bodies of the kept frames
     parts: dict[str, list] = {k: [] for k in ("v3d_cam", "j3d_cam", "j2d", "transl_pelvis", "v3d_world",
                                               "j3d_world")}
-    for f in frames:
-        if f.detections.count == 0:
+    for f, r in zip(frames, skins):
+        if r is None:
             continue
-        sp = f.smpl
-        r = model.skin(sp["smpl_rotmat"], sp["smpl_shape"], sp["smpl_expression"], sp["smpl_transl"], f.c2w)
         parts["v3d_cam"].append(r.v_cam)
         parts["j3d_cam"].append(r.j_cam)
         parts["j2d"].append(project_points(r.j_cam, f.K))
@@ -449,7 +475,11 @@ def _golden_frames(gdir: Path, preprocessed: bool, size: int) -> list:
                                        hint="replay without --preprocessed"))
             kept = z["meta/kept_step_index"]
             return [np.ascontiguousarray(x) for x in z["input/img"][kept]]
+    return [load_image(p, size) for p in _golden_frame_files(gdir)]
+
+
+def _golden_frame_files(gdir: Path) -> list[Path]:
     files = sorted((gdir / "frames").glob("*.png"))
     if not files:
         raise Human3RError(msg(f"golden {gdir}", "no frames/*.png"))
-    return [load_image(p, size) for p in files]
+    return files

@@ -14,9 +14,11 @@ Frame input (`step(frame)`), each case a defined behaviour:
 * uint16 frames: scaled to 8 bits by keeping the high byte (x >> 8);
 * float frames (float16/32/64): RGB in [0, 1], rounded to 8 bits; NaN/inf or values outside [0, 1] are refused;
 * non-contiguous arrays (slices, flips, transposes) are accepted as they are;
-* DLPack objects on the CPU (e.g. a CPU torch tensor, HWC) via `np.from_dlpack`; `__cuda_array_interface__`
-  objects (CUDA torch tensors, CuPy arrays) are copied to the host through pycuda when it is installed (NOT
-  zero-copy yet: the GPU preprocessing path is not wired into the backends), else refused with a clear error;
+* DLPack objects on the CPU (e.g. a CPU torch tensor, HWC) via `np.from_dlpack`;
+* `__cuda_array_interface__` objects (CUDA torch tensors, CuPy arrays): on the trt backend with GPU preprocessing
+  (the default there, `SessionOptions.preprocessing`), uint8 frames are read in place by the preprocessing
+  kernels, zero-copy (see device_frames.py); otherwise (other backends, other dtypes) they are copied to the host
+  through pycuda when it is installed, else refused with a clear error;
   GPU DLPack objects without `__cuda_array_interface__` are refused with a clear error;
 * frames with a side under 16 px (one CUT3R patch) are refused;
 * any larger size (8K included) is resized exactly as the reference (PIL LANCZOS/BICUBIC);
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from . import preprocess as pp
-from .backends.base import Backend
+from .backends.base import ON_DEVICE, Backend
 from .errors import Human3RError, msg
 from .geometry import transform_points
 from .pipeline import FramePipeline, PipelineOptions, StepOutput
@@ -59,8 +61,13 @@ class SessionOptions:
     human_mask: bool = False  # return the human segmentation mask at image resolution
     skin: bool = True  # compute SMPL-X vertices/joints (needs an SMPL-X model)
     fit: str = "exact"  # 'exact': refuse frames that do not preprocess to the export size; 'crop': cover + crop
+    # 'auto': on the GPU (kernels/preprocess.cu, into the engine's input buffers) where the backend takes device
+    # feeds (trt), else on the CPU; 'gpu': the GPU or an error; 'cpu': always the CPU
+    preprocessing: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.preprocessing not in ("auto", "cpu", "gpu"):
+            raise Human3RError(msg("preprocessing", "unknown", repr(self.preprocessing), "'auto', 'cpu' or 'gpu'"))
         if str(self.channel_order).upper() not in ("RGB", "BGR"):
             raise Human3RError(msg("channel_order", "unknown", repr(self.channel_order), "'RGB' or 'BGR'"))
         if self.fit not in ("exact", "crop"):
@@ -143,9 +150,10 @@ class PreparedFrame:
     """A frame after host preprocessing (what a background reader thread can produce ahead of inference)."""
 
     img: np.ndarray  # (3, H, W) float32 in [-1, 1]
-    img_mhmr: np.ndarray  # (3, R, R) float32
+    img_mhmr: np.ndarray | None  # (3, R, R) float32; None when prepared on the device
     source_hw: tuple[int, int]  # (H0, W0) of the input frame
     ms: float  # preprocessing time
+    device_token: int = 0  # > 0: both images wait in the backend's input buffers (valid until the next prepare)
 
 
 # ------------------------------------------------------------------------------------------------ frames
@@ -237,6 +245,8 @@ class Session:
         self._owns_activation = False
         self._last_hw: tuple[int, int] | None = None
         self._warned_size = False
+        self.gpu_preprocessor: Any = None  # device_frames.GpuFramePreparer once started, when used
+        self._device_token = 0
 
     @classmethod
     def open(cls, export_dir: str | Path, backend: str = "ort-cpu", smplx_model: str | Path | None = None,
@@ -265,8 +275,34 @@ class Session:
                 max_people=self.options.max_people, human_mask=self.options.human_mask,
                 max_remembered=self.options.max_remembered))
             self.square = self.pipeline.square
+        if self.gpu_preprocessor is None and self.options.preprocessing != "cpu":
+            self._start_gpu_preprocessing()
+
+    def _start_gpu_preprocessing(self) -> None:
+        from .device_frames import GpuFramePreparer
+        from .errors import BackendUnavailable
+
+        wanted = self.options.preprocessing == "gpu"
+        if not getattr(self.backend, "accepts_device_feeds", False):
+            if wanted:
+                raise Human3RError(msg("preprocessing='gpu'", "backend has no device input buffers",
+                                       self.backend.name, "the trt backend", "use preprocessing='auto' or 'cpu'"))
+            return
+        try:
+            self.gpu_preprocessor = GpuFramePreparer(self.backend, self.size, int(self.square or 0))
+        except (BackendUnavailable, ImportError) as exc:
+            if wanted:
+                raise
+            warnings.warn(msg("GPU preprocessing", "unavailable, using the CPU", str(exc)[:300]), stacklevel=3)
+
+    @property
+    def reader_transform(self) -> Any:
+        """What a background frame reader may run on each frame: host preprocessing, or None when frames are
+        preprocessed on the GPU (that must happen on the thread that runs the backend)."""
+        return self._prepare_rgb if self.gpu_preprocessor is None else None
 
     def close(self) -> None:
+        self.gpu_preprocessor = None
         if self._owns_activation:
             self.backend.deactivate()
             self._owns_activation = False
@@ -286,17 +322,28 @@ class Session:
         """Host preprocessing of one frame (safe to call from a reader thread). channel_order overrides the
         session's for this frame."""
         tic = time.perf_counter()
+        order = (channel_order or self.options.channel_order).upper()
+        if self.gpu_preprocessor is not None:
+            got = self.gpu_preprocessor.prepare(frame, order)
+            if got is not None:
+                img, hw = got
+                self._note_size(hw)
+                self._device_token += 1
+                return PreparedFrame(img, None, hw, (time.perf_counter() - tic) * 1e3, self._device_token)
         a = normalize_frame(frame)
         hw = (int(a.shape[0]), int(a.shape[1]))
-        if self._last_hw is not None and hw != self._last_hw and not self._warned_size:
-            warnings.warn(msg("frame", "size changed mid-stream", f"{self._last_hw[1]}x{self._last_hw[0]} -> "
-                              f"{hw[1]}x{hw[0]}", hint="each frame is preprocessed on its own"), stacklevel=2)
-            self._warned_size = True
-        self._last_hw = hw
-        img = self._to_model_image(a, (channel_order or self.options.channel_order).upper())
+        self._note_size(hw)
+        img = self._to_model_image(a, order)
         square = self.square or self._require().square
         img_mhmr, _ = pp.pad_image(img, square)
         return PreparedFrame(img, img_mhmr, hw, (time.perf_counter() - tic) * 1e3)
+
+    def _note_size(self, hw: tuple[int, int]) -> None:
+        if self._last_hw is not None and hw != self._last_hw and not self._warned_size:
+            warnings.warn(msg("frame", "size changed mid-stream", f"{self._last_hw[1]}x{self._last_hw[0]} -> "
+                              f"{hw[1]}x{hw[0]}", hint="each frame is preprocessed on its own"), stacklevel=3)
+            self._warned_size = True
+        self._last_hw = hw
 
     def _to_model_image(self, a: np.ndarray, order: str) -> np.ndarray:
         h0, w0 = a.shape[:2]
@@ -321,7 +368,17 @@ class Session:
 
     def process(self, prepared: PreparedFrame, timestamp: float | None = None) -> FrameResult:
         """Run an already prepared frame through the models and the host logic."""
-        out = self._require().step(prepared.img, prepared.img_mhmr)
+        pipeline = self._require()
+        if prepared.device_token:
+            if prepared.device_token != self._device_token:
+                raise Human3RError(msg("prepared frame", "its device images were overwritten by a later prepare",
+                                       f"frame token {prepared.device_token}, latest {self._device_token}",
+                                       hint="process each GPU-prepared frame before preparing the next"))
+            out = pipeline.step(ON_DEVICE, ON_DEVICE)
+        elif prepared.img_mhmr is None:
+            raise Human3RError(msg("prepared frame", "has no human-branch image", None, "a frame from prepare()"))
+        else:
+            out = pipeline.step(prepared.img, prepared.img_mhmr)
         out.timings["preprocess"] = prepared.ms
         return self._result(out, prepared, timestamp)
 
@@ -333,7 +390,7 @@ class Session:
         from . import video
 
         if isinstance(source, (str, Path, int)):
-            src: Any = video.open_source(source, queue_size=queue_size, transform=self._prepare_rgb,
+            src: Any = video.open_source(source, queue_size=queue_size, transform=self.reader_transform,
                                          max_frames=max_frames)
         else:
             src = source

@@ -206,7 +206,6 @@ def test_runtime_drives_the_exporters_graph_modules_to_the_golden(golden_dir, re
     from human3r_edge.runtime.compare import compare_dicts, format_report
     from human3r_edge.runtime.run import replay_golden
 
-    pytest.importorskip("human3r_edge.export.graphs_torch")
     z = np.load(golden_dir / "golden.npz")
     _, _, h, w = z["input/img"].shape
     torch.set_num_threads(2)

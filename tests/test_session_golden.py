@@ -70,7 +70,7 @@ def test_smplx_params_reproduce_vertices_with_the_smplx_package(golden_run, synt
 
 def test_session_with_the_cuda_skinner_through_host_emulation(golden_dir, require_golden, synthetic_smplx):
     """The GPU skinning path plugged into a Session (kernels run by the CPU host emulation): same people."""
-    fake = pytest.importorskip("human3r_edge.kernels.host_emu.fake_pycuda")
+    from human3r_edge.kernels.host_emu import fake_pycuda as fake
     from human3r_edge.runtime.smplx.gpu import CudaSkinner
     from human3r_edge.runtime.smplx.skinning import SMPLXModel
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from human3r_edge.benchmarks.smplx_bench import (GPUS, PEOPLE, gpu_bytes_per_frame, make_inputs, markdown,
-                                                  projection, worker_numpy)
+                                                  projection, worker_breakdown, worker_numpy)
 from human3r_edge.runtime.smplx.synthetic import write_synthetic_smplx
 
 
@@ -42,5 +42,14 @@ def test_numpy_worker_and_report(tmp_path):
                                             ("numpy", "torch-human3r", "torch-smplx", "numpy-fp16")},
               "projection": {k: ({str(P): r for P, r in v.items()} if "basis" in k else v)
                              for k, v in projection().items()}}
+    report["speedup_at_16"] = {"wall_vs_torch-smplx_best_round_median": 1.9,
+                               "wall_vs_torch-human3r_best_round_median": 2.5}
+    bd = worker_breakdown(str(model), iters=1, P=4)
+    assert bd["people"] == 4 and bd["total_ms"] > bd["blend_gemm_ms"] > 0 and bd["skin_gemm_gflops"] > 0
+    assert bd["basis_bytes"] == 488 * 3 * 10475 * 4
+    report["numpy_breakdown_16"] = bd
     text = markdown(report)
     assert "test cpu" in text and "PROJECTION" in text and text.count("\n| 16 |") == 2  # wall + CPU-time rows
+    assert "1.90x" in text and "**NOT met**" in text and "blend GEMM" in text
+    report["speedup_at_16"]["wall_vs_torch-smplx_best_round_median"] = 3.2
+    assert "NOT met" not in markdown(report)

@@ -260,10 +260,6 @@ def test_without_stand_in_trt_is_unavailable(toy, tmp_path):
 @pytest.mark.slow
 def test_golden_replay_through_stand_in(fake_gpu, golden_dir, require_golden, tmp_path):
     """The real runner + pipeline on engines built from the golden's export, against the golden (fp32 tolerances)."""
-    try:
-        import human3r_edge.export.onnx_export  # noqa: F401
-    except ImportError:
-        pytest.skip("the ONNX exporter (export/onnx_export.py, issue 4) has not landed yet: no golden export to build")
     from human3r_edge.export.trt_build import BuildOptions, build_engines
     from human3r_edge.runtime.compare import compare_dicts, format_report
     from human3r_edge.runtime.run import export_cached, replay_golden
@@ -278,3 +274,15 @@ def test_golden_replay_through_stand_in(fake_gpu, golden_dir, require_golden, tm
                             cuda_graph=cuda_graph)
         report = compare_dicts(out, golden)
         assert report.passed, "\n".join(format_report(report))
+    # raw frames: preprocessed by the CUDA kernels straight into the encoder's input buffers (as `run` does)
+    n_log = len(fake_gpu.dev.log)
+    out = replay_golden(golden_dir, backend="trt", engines=tmp_path / "engines", preprocessed=False)
+    report = compare_dicts(out, golden)
+    assert report.passed, "\n".join(format_report(report))
+    kernels = {op.split()[1] for op in fake_gpu.dev.log[n_log:] if op.startswith("kernel ")}
+    assert {"pil_resize_h_kernel", "pil_resize_v_kernel", "bilinear_pad_kernel"} <= kernels
+    assert any("skin" in k for k in kernels), kernels  # the SMPL-X skinning kernels too
+    on_cpu = replay_golden(golden_dir, backend="trt", engines=tmp_path / "engines", preprocessed=False,
+                           gpu_kernels=False)
+    for k in ("step/camera_pose", "step/smpl_rotmat", "smplx/v3d_world"):
+        np.testing.assert_allclose(out[k], on_cpu[k], rtol=0, atol=1e-5, err_msg=k)

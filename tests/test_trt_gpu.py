@@ -58,10 +58,6 @@ def test_build_load_run_against_ort_cpu(toy, tmp_path, precision, tol):
 def test_check_command_on_golden(golden_dir, require_golden, tmp_path):
     """`human3r-edge check --backend trt` end to end on a golden: needs the exporter and a GPU."""
     _real_gpu_or_skip()
-    try:
-        import human3r_edge.export.onnx_export  # noqa: F401
-    except ImportError:
-        pytest.skip("the ONNX exporter (export/onnx_export.py, issue 4) has not landed yet")
     import subprocess
     import sys
 

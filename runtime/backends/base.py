@@ -10,6 +10,10 @@ A backend runs the graphs of one export (see iospec.py) and owns the recurrent s
 
 Returned arrays are owned by the caller (fresh copies) unless a backend documents otherwise.
 Input validation (names, dtypes, shapes) happens here, once, before `_run_impl`.
+
+A backend with `accepts_device_feeds = True` (native TensorRT) also takes the marker `ON_DEVICE` as a feed: the
+caller has already written that input into the backend's own device buffer (`device_buffer(name)`), on the
+backend's stream, so nothing is uploaded (the GPU preprocessing kernels do this).
 """
 from __future__ import annotations
 
@@ -24,8 +28,26 @@ from ..errors import Human3RError, msg
 from ..iospec import ExportSpec
 
 
+class OnDevice:
+    """Feed marker: the input is already in the backend's device buffer for it (see the module docstring)."""
+
+    _instance: "OnDevice | None" = None
+
+    def __new__(cls) -> "OnDevice":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ON_DEVICE"
+
+
+ON_DEVICE = OnDevice()
+
+
 class Backend(ABC):
     name: str = "base"
+    accepts_device_feeds: bool = False  # True: feeds may be ON_DEVICE (written into device_buffer(name))
 
     def __init__(self, spec: ExportSpec, directory: Path, **options: Any) -> None:
         self.spec = spec
@@ -53,7 +75,7 @@ class Backend(ABC):
         self.deactivate()
 
     # ------------------------------------------------------------------ execution
-    def run(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(self, graph: str, feeds: Mapping[str, Any], fetch: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         if not self.is_active:
             raise Human3RError(msg(f"{self.name} backend", "not active", hint="use it as a context manager or "
                                    "call activate() first"))
@@ -65,6 +87,11 @@ class Backend(ABC):
             raise Human3RError(msg(f"graph {graph}", "wrong host feeds", f"missing {missing}, unexpected {unexpected}",
                                    f"exactly {sorted(host)}"))
         for name, value in feeds.items():
+            if isinstance(value, OnDevice):
+                if not self.accepts_device_feeds:
+                    raise Human3RError(msg(f"graph {graph} input {name}", "given as ON_DEVICE", self.name,
+                                           "a host array (only GPU backends with device buffers take ON_DEVICE)"))
+                continue
             host[name].check(value)
         names = [t.name for t in g.outputs] if fetch is None else list(fetch)
         outs = {t.name for t in g.outputs}

@@ -30,7 +30,7 @@ import numpy as np
 from ..cuda_util import CudaGraphs, gpu_identity, make_logger, require_pycuda, require_tensorrt
 from ..errors import BackendUnavailable, ConfigError, Human3RError, msg
 from ..iospec import ExportSpec, GraphSpec
-from .base import Backend
+from .base import Backend, OnDevice
 
 SIDECAR_FORMAT = 1
 ENGINE_SUFFIX = ".engine"
@@ -246,6 +246,7 @@ class TrtBackend(Backend):
     """
 
     name = "trt"
+    accepts_device_feeds = True
 
     def __init__(self, spec: ExportSpec, directory: Path, **options: Any) -> None:
         super().__init__(spec, directory, **options)
@@ -427,6 +428,8 @@ class TrtBackend(Backend):
     def _run_impl(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str]) -> dict[str, np.ndarray]:
         cuda, stream = self._cuda, self.stream
         for name, value in feeds.items():
+            if isinstance(value, OnDevice):
+                continue  # already written into self._dev[name] on this stream (e.g. the preprocessing kernels)
             np.copyto(self._pinned_in[name], value)
             cuda.memcpy_htod_async(self._dev[name], self._pinned_in[name], stream)
         addrs = self.addresses(graph)

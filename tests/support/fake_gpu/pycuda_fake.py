@@ -314,14 +314,8 @@ def _make_source_module(dev: FakeDevice, ptr_of: Any, stream_of: Any) -> type:
 
     class SourceModule:
         def __init__(self, source: str, options: Any = None, no_extern_c: bool = False, **kw: Any) -> None:
-            try:
-                from human3r_edge.kernels import host_emu
-            except ImportError as exc:
-                raise NotImplementedError(
-                    "CPU stand-in: SourceModule runs kernels through human3r_edge.kernels.host_emu, which is not "
-                    "available yet") from exc
-            if not hasattr(host_emu, "compile_module"):
-                raise NotImplementedError("CPU stand-in: human3r_edge.kernels.host_emu has no compile_module()")
+            from human3r_edge.kernels import host_emu  # kernels run on the CPU, compiled from the same .cu source
+
             self._module = host_emu.compile_module(source, options=options, no_extern_c=no_extern_c)
 
         def get_function(self, name: str) -> Function:

@@ -1,0 +1,112 @@
+"""Frames preprocessed on the GPU, straight into a TensorRT backend's input buffers.
+
+`GpuFramePreparer` runs the preprocessing kernels of `kernels/preprocess.cu` (PIL-exact resize and centre crop,
+then the human branch's resize and pad) on the backend's stream and writes their results into the device buffers
+the encoder engine reads (`backend.device_buffer("img")`, `("img_mhmr")`); the encoder is then run with the
+`ON_DEVICE` marker, so the model images never cross the bus.
+
+* A `__cuda_array_interface__` frame (a CUDA torch tensor, a CuPy array, a row-pitched GPU image) in uint8 is
+  read where it lies: **zero-copy**. Its layout may be (H, W), (H, W, 1|3|4), C-contiguous or with a row pitch
+  (pixels contiguous within a row). If it names a producer stream, the whole context is synchronised first
+  (conservative: the producer's stream is not ours to wait on with an event).
+* A host frame is copied once (uint8, after the same normalisation as the CPU path) and preprocessed on the GPU.
+* A frame whose size does not preprocess to the export's resolution, or a device frame of another dtype or
+  layout, takes the CPU path (`prepare` returns None and the Session handles it as on the CPU).
+
+Only the small CUT3R image (3 x H x W float32, for the outputs' colours) is copied back to the host.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import preprocess as pp
+from .errors import BackendUnavailable, Human3RError, msg
+
+IMG_INPUT, MHMR_INPUT = "img", "img_mhmr"
+
+
+def device_frame_layout(cai: dict) -> tuple[int, int, int, int, int] | None:
+    """(pointer, h0, w0, channels, row pitch in bytes) of a uint8 CUDA array the kernels can read in place,
+    or None when it has another dtype or layout (the caller then copies it to the host)."""
+    if np.dtype(cai.get("typestr", "")) != np.uint8:
+        return None
+    shape = tuple(int(s) for s in cai["shape"])
+    if len(shape) == 2:
+        shape = shape + (1,)
+    if len(shape) != 3 or shape[2] not in (1, 3, 4):
+        return None
+    h0, w0, c = shape
+    strides = cai.get("strides")
+    if strides is None:
+        pitch = w0 * c
+    else:
+        st = tuple(int(s) for s in strides) + ((1,) if len(strides) == 2 else ())
+        if st[2] != 1 or st[1] != c or st[0] < w0 * c:
+            return None
+        pitch = st[0]
+    return int(cai["data"][0]), h0, w0, c, pitch
+
+
+class GpuFramePreparer:
+    """Preprocess frames on the GPU into `backend`'s encoder input buffers. Not thread-safe: call it from the
+    thread that runs the backend (its CUDA context must be current), one frame at a time, and run the encoder on
+    a frame before preparing the next (the buffers hold one frame).
+
+    backend: an active backend with `accepts_device_feeds` (native TensorRT). size: the CUT3R `size` (long side);
+    square: the human branch's R. driver/compiler: pycuda modules (default: imported lazily).
+    """
+
+    def __init__(self, backend: Any, size: int, square: int, *, driver: Any = None, compiler: Any = None) -> None:
+        from ..kernels.preprocess_gpu import CudaPreprocessor
+
+        if not getattr(backend, "accepts_device_feeds", False):
+            raise BackendUnavailable(msg("GPU preprocessing", "backend has no device input buffers",
+                                         getattr(backend, "name", type(backend).__name__), "the trt backend"))
+        self.backend = backend
+        self.pre = CudaPreprocessor(size, square, driver=driver, compiler=compiler)
+        self.driver = self.pre.driver
+        self.width, self.height = (int(v) for v in backend.spec.resolution)
+        self.size = int(size)
+        self._img_host = self.driver.pagelocked_empty((3, self.height, self.width), np.float32)
+        self.zero_copy_frames = 0  # device frames read in place (for tests and summaries)
+
+    def fits(self, h0: int, w0: int) -> bool:
+        """True if an (h0, w0) frame preprocesses to the export's resolution (else the CPU path decides)."""
+        try:
+            return pp.output_shape(w0, h0, self.size) == (self.height, self.width)
+        except Human3RError:
+            return False
+
+    def prepare(self, frame: Any, channel_order: str) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """Preprocess `frame` into the encoder's input buffers. Returns (the CUT3R image (3, H, W) float32, a new
+        host array owned by the caller, and the source (h0, w0)), or None if the frame must take the CPU path."""
+        from .session import normalize_frame
+
+        order = str(channel_order).upper()
+        cai = getattr(frame, "__cuda_array_interface__", None)
+        layout = device_frame_layout(cai) if cai is not None else None
+        if cai is not None and layout is not None:
+            ptr, h0, w0, c, pitch = layout
+            if min(h0, w0) < 16:
+                normalize_frame(np.zeros((h0, w0, c), np.uint8))  # the CPU path's error for a tiny frame
+            if not self.fits(h0, w0):
+                return None
+            if cai.get("stream") not in (None, 0):
+                self.driver.Context.synchronize()  # the producer's work on its stream must be done
+            args: tuple = (ptr, h0, w0, c, pitch, order == "BGR" and c > 1)
+            self.zero_copy_frames += 1
+        else:
+            a = normalize_frame(frame)
+            h0, w0 = int(a.shape[0]), int(a.shape[1])
+            if not self.fits(h0, w0):
+                return None
+            args = self.pre.upload(a, order)
+        be = self.backend
+        img_ptr = be.device_buffer(IMG_INPUT)
+        self.pre.launch(*args, img_out=img_ptr, mhmr_out=be.device_buffer(MHMR_INPUT), stream=be.stream)
+        self.driver.memcpy_dtoh_async(self._img_host, img_ptr, be.stream)
+        be.stream.synchronize()
+        return self._img_host.copy(), (h0, w0)
+

@@ -1,0 +1,161 @@
+"""GPU preprocessing wired into the runtime: kernels write the engine's inputs, device frames are read in place.
+
+Runs on this CPU machine through the strict TensorRT/pycuda stand-in (tests/support/fake_gpu): engines are the
+ONNX graphs on ONNX Runtime CPU and the preprocessing kernels run from the same .cu source in host emulation.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from human3r_edge.runtime import preprocess as pp
+from human3r_edge.runtime.backends import open_backend
+from human3r_edge.runtime.device_frames import device_frame_layout
+from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.runtime.session import PreparedFrame, Session, SessionOptions
+from support.exports import random_tiny_export
+from support.fake_gpu import fake_gpu  # noqa: F401  (fixture)
+
+STEP = 2.0 / 255.0  # one uint8 step in [-1, 1]
+
+
+def _frame(seed: int, h: int = 120, w: int = 160) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.repeat(np.repeat(base, 8, 0), 8, 1))  # blocky: resampling matters
+
+
+def test_device_frame_layout():
+    cai = {"shape": (120, 160, 3), "typestr": "|u1", "data": (4096, False), "strides": None, "version": 3}
+    assert device_frame_layout(cai) == (4096, 120, 160, 3, 480)
+    assert device_frame_layout({**cai, "strides": (512, 3, 1)}) == (4096, 120, 160, 3, 512)  # row pitch
+    assert device_frame_layout({**cai, "shape": (120, 160), "strides": None}) == (4096, 120, 160, 1, 160)
+    assert device_frame_layout({**cai, "shape": (120, 160, 4)}) == (4096, 120, 160, 4, 640)
+    assert device_frame_layout({**cai, "typestr": "<f4"}) is None  # other dtypes: copied to the host
+    assert device_frame_layout({**cai, "strides": (480, 1, 19200)}) is None  # planar: not a row layout
+    assert device_frame_layout({**cai, "strides": (100, 3, 1)}) is None  # pitch shorter than a row
+    assert device_frame_layout({**cai, "shape": (3, 120, 160)}) is None
+
+
+@pytest.fixture
+def engines(fake_gpu, tmp_path_factory, tmp_path):
+    from human3r_edge.export.trt_build import BuildOptions, build_engines
+
+    onnx_dir = random_tiny_export(tmp_path_factory)
+    build_engines(onnx_dir, tmp_path / "engines", BuildOptions(precision="fp32", progress=False))
+    return tmp_path / "engines"
+
+
+def _read(fake_gpu, ptr: int, shape: tuple) -> np.ndarray:
+    out = np.empty(shape, np.float32)
+    fake_gpu.cuda.memcpy_dtoh(out, ptr)
+    return out
+
+
+def test_gpu_preprocessing_feeds_the_engine_and_matches_the_cpu(fake_gpu, engines):
+    frames = [_frame(i) for i in range(3)]
+    got, fed = [], []
+    with Session(open_backend("trt", engines), None, SessionOptions(skin=False)) as s:
+        assert s.gpu_preprocessor is not None and s.reader_transform is None
+        R = s.square
+        for f in frames:
+            r = s.step(f)
+            img = _read(fake_gpu, s.backend.device_buffer("img"), (1, 3, 96, 128))[0]
+            mhmr = _read(fake_gpu, s.backend.device_buffer("img_mhmr"), (1, 3, R, R))[0]
+            cpu = pp.preprocess_rgb(f, 128)
+            assert np.abs(img - cpu).max() <= STEP  # the kernels' output is what the encoder read
+            assert np.abs(mhmr - pp.pad_image(img, R)[0]).max() <= 1e-5
+            np.testing.assert_array_equal(r.image, np.rint((img + 1) * 127.5).clip(0, 255).astype(np.uint8)
+                                          .transpose(1, 2, 0))
+            got.append(r)
+            fed.append((img, mhmr))
+        kernels = [op for op in fake_gpu.dev.log if "kernel" in op]
+        assert any("pil_resize_h_kernel" in op for op in kernels) and any("bilinear_pad" in op for op in kernels)
+    # the same images through the host-feed path give the same results: ON_DEVICE fed exactly those buffers
+    with Session(open_backend("trt", engines), None, SessionOptions(skin=False, preprocessing="cpu")) as s:
+        assert s.gpu_preprocessor is None
+        for (img, mhmr), a in zip(fed, got):
+            b = s.process(PreparedFrame(img, mhmr, (120, 160), 0.0))
+            np.testing.assert_array_equal(a.c2w, b.c2w)
+            assert a.track_ids == b.track_ids
+
+
+def test_device_frames_are_read_in_place(fake_gpu, engines):
+    f = _frame(7)
+    pitch = 512  # a row-pitched device image (e.g. from a hardware decoder)
+    padded = np.zeros((120, pitch), np.uint8)
+    padded[:, :480] = f.reshape(120, 480)
+
+    class DeviceFrame:
+        def __init__(self, ptr: int) -> None:
+            self.__cuda_array_interface__ = {"shape": (120, 160, 3), "typestr": "|u1", "data": (ptr, False),
+                                             "strides": (pitch, 3, 1), "version": 3, "stream": None}
+
+    with Session(open_backend("trt", engines), None, SessionOptions(skin=False)) as s:
+        dev = fake_gpu.cuda.mem_alloc(padded.nbytes)  # the backend's context is current inside the session
+        fake_gpu.cuda.memcpy_htod(dev, padded)
+        frame = DeviceFrame(int(dev))
+        n_log = len(fake_gpu.dev.log)
+        on_device = s.step(frame)
+        new_ops = fake_gpu.dev.log[n_log:]
+        assert s.gpu_preprocessor.zero_copy_frames == 1
+        first_engine = next(i for i, op in enumerate(new_ops) if op.startswith("enqueue"))
+        # nothing uploaded before the encoder ran: the frame was read in place and the images written on the device
+        assert not any("htod" in op for op in new_ops[:first_engine]), new_ops[:first_engine]
+        assert new_ops[0] == "kernel pil_resize_h_kernel"
+        img_dev = _read(fake_gpu, s.backend.device_buffer("img"), (3, 96, 128))
+        dev.free()
+    with Session(open_backend("trt", engines), None, SessionOptions(skin=False)) as s:
+        from_host = s.step(f)
+        assert s.gpu_preprocessor.zero_copy_frames == 0
+        np.testing.assert_array_equal(_read(fake_gpu, s.backend.device_buffer("img"), (3, 96, 128)), img_dev)
+    np.testing.assert_array_equal(on_device.image, from_host.image)
+    np.testing.assert_array_equal(on_device.c2w, from_host.c2w)
+
+
+def test_prepared_device_frames_must_be_processed_in_order(fake_gpu, engines):
+    with Session(open_backend("trt", engines), None, SessionOptions(skin=False)) as s:
+        first = s.prepare(_frame(1))
+        assert first.device_token and first.img_mhmr is None
+        second = s.prepare(_frame(2))
+        with pytest.raises(Human3RError, match="overwritten by a later prepare"):
+            s.process(first)
+        s.process(second)
+        # a frame whose size does not fit the export takes the CPU path (and its error)
+        with pytest.raises(Human3RError, match="does not preprocess to the export resolution"):
+            s.step(_frame(3, 160, 120))
+
+
+def test_gpu_preprocessing_needs_device_buffers(tmp_path_factory):
+    export = random_tiny_export(tmp_path_factory)
+    with pytest.raises(Human3RError, match="no device input buffers"):
+        with Session(open_backend("ort-cpu", export), None, SessionOptions(preprocessing="gpu")):
+            pass
+    with pytest.raises(Human3RError, match="preprocessing"):
+        SessionOptions(preprocessing="fpga")
+    with Session(open_backend("ort-cpu", export), None, SessionOptions()) as s:  # auto: the CPU here
+        assert s.gpu_preprocessor is None and s.reader_transform is not None
+
+
+def test_run_cli_on_trt_preprocesses_and_skins_on_the_gpu(fake_gpu, engines, tmp_path, synthetic_smplx):
+    """`human3r-edge run --backend trt`: the reader thread only decodes; the kernels preprocess and skin."""
+    import json
+
+    from PIL import Image
+
+    from human3r_edge.cli import main
+
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(_frame(i)).save(src / f"{i:03d}.png")
+    out = tmp_path / "out"
+    rc = main(["run", str(src), "--engines", str(engines), "--smplx-model", str(synthetic_smplx), "--backend",
+               "trt", "--out", str(out), "--no-progress", "--no-scene"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 3 and summary["settings"]["preprocessing"] == "auto"
+    kernels = {op.split()[1] for op in fake_gpu.dev.log if op.startswith("kernel ")}
+    assert {"pil_resize_h_kernel", "bilinear_pad_kernel"} <= kernels
+    assert any("skin" in k for k in kernels), kernels
+    assert len((out / "trajectory.tum").read_text().splitlines()) == 3
