@@ -82,15 +82,14 @@ class GpuFramePreparer:
     def prepare(self, frame: Any, channel_order: str) -> tuple[np.ndarray, tuple[int, int]] | None:
         """Preprocess `frame` into the encoder's input buffers. Returns (the CUT3R image (3, H, W) float32, a new
         host array owned by the caller, and the source (h0, w0)), or None if the frame must take the CPU path."""
-        from .session import normalize_frame
+        from .session import check_frame_size, normalize_frame
 
         order = str(channel_order).upper()
         cai = getattr(frame, "__cuda_array_interface__", None)
         layout = device_frame_layout(cai) if cai is not None else None
         if cai is not None and layout is not None:
             ptr, h0, w0, c, pitch = layout
-            if min(h0, w0) < 16:
-                normalize_frame(np.zeros((h0, w0, c), np.uint8))  # the CPU path's error for a tiny frame
+            check_frame_size(h0, w0)
             if not self.fits(h0, w0):
                 return None
             if cai.get("stream") not in (None, 0):

@@ -199,10 +199,7 @@ def normalize_frame(frame: Any) -> np.ndarray:
                                "transpose it, e.g. x.transpose(1, 2, 0)"))
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4)):
         raise Human3RError(msg("frame", "unsupported shape", a.shape, "(H, W, 3), (H, W, 4), (H, W, 1) or (H, W)"))
-    h, w = a.shape[:2]
-    if min(h, w) < MIN_SIDE:
-        raise Human3RError(msg("frame", f"smaller than one {MIN_SIDE}-px patch", f"{w}x{h}",
-                               f"at least {MIN_SIDE}x{MIN_SIDE} pixels"))
+    check_frame_size(int(a.shape[0]), int(a.shape[1]))
     if a.dtype == np.uint8:
         return a
     if a.dtype == np.uint16:
@@ -218,6 +215,13 @@ def normalize_frame(frame: Any) -> np.ndarray:
                                    "pass 0..255 pixels as uint8, or divide by 255"))
         return np.rint(a.astype(np.float32) * np.float32(255.0)).astype(np.uint8)
     raise Human3RError(msg("frame", "unsupported dtype", a.dtype, "uint8, uint16 or float in [0, 1]"))
+
+
+def check_frame_size(h: int, w: int) -> None:
+    """Refuse a frame smaller than one CUT3R patch (Human3RError)."""
+    if min(h, w) < MIN_SIDE:
+        raise Human3RError(msg("frame", f"smaller than one {MIN_SIDE}-px patch", f"{w}x{h}",
+                               f"at least {MIN_SIDE}x{MIN_SIDE} pixels"))
 
 
 def to_image_u8(img: np.ndarray) -> np.ndarray:

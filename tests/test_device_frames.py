@@ -124,6 +124,15 @@ def test_prepared_device_frames_must_be_processed_in_order(fake_gpu, engines):
         # a frame whose size does not fit the export takes the CPU path (and its error)
         with pytest.raises(Human3RError, match="does not preprocess to the export resolution"):
             s.step(_frame(3, 160, 120))
+        tiny = fake_gpu.cuda.mem_alloc(10 * 10 * 3)
+
+        class TinyDeviceFrame:
+            __cuda_array_interface__ = {"shape": (10, 10, 3), "typestr": "|u1", "data": (int(tiny), False),
+                                        "strides": None, "version": 3}
+
+        with pytest.raises(Human3RError, match="smaller than one 16-px patch"):
+            s.step(TinyDeviceFrame())
+        tiny.free()
 
 
 def test_gpu_preprocessing_needs_device_buffers(tmp_path_factory):
