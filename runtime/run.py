@@ -344,8 +344,12 @@ def replay_golden(golden_dir: str | Path, backend: Any = "ort-cpu", preprocessed
         meta = {k: z[k] for k in z.files if k.startswith("meta/")}
     size, side = int(meta["meta/size_arg"]), int(meta["meta/mhmr_img_res"])
     reset_interval = int(meta["meta/reset_interval"])
-    imgs = _golden_frames(gdir, preprocessed, size)
-    h, w = imgs[0].shape[1:]
+    if preprocessed:
+        imgs = _golden_frames(gdir, preprocessed, size)
+        h, w = imgs[0].shape[1:]
+    else:  # raw frames are preprocessed below, on the CPU or by the GPU kernels (not both)
+        h0, w0 = pp.read_rgb(_golden_frame_files(gdir)[0]).shape[:2]
+        h, w = pp.output_shape(w0, h0, size)
     if not isinstance(backend, str):
         be_obj = backend
     else:
@@ -384,6 +388,8 @@ def replay_golden(golden_dir: str | Path, backend: Any = "ort-cpu", preprocessed
                     raise Human3RError(msg(f"golden frame {path}", "does not preprocess to the export size"))
                 frames.append(pipe.step(ON_DEVICE, ON_DEVICE))
         else:
+            if not preprocessed:
+                imgs = _golden_frames(gdir, preprocessed, size)
             frames = [pipe.step(img, pp.pad_image(img, side)[0]) for img in imgs]
         steps = pipe.steps
         skinner: Any = model
