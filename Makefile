@@ -9,7 +9,7 @@ STUBS  := .typing
 TORCH_PIN := torch==2.13.0
 TRT_STUBS_PIN := tensorrt-stubs==10.13.0.35.1
 
-.PHONY: setup test demo typecheck stubs clean bench
+.PHONY: setup test demo typecheck stubs clean bench gpu-check
 
 setup: $(STAMP) $(STUBS)/.stamp
 
@@ -35,6 +35,11 @@ typecheck: setup
 
 demo: setup
 	$(VENV)/bin/human3r-edge demo
+
+# Needs an NVIDIA GPU and the CUDA toolkit (nvcc): pycuda builds from source against it.
+gpu-check: setup
+	$(PIP) install -q 'pycuda>=2024.1'
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) $(STUBS) demo_out .pytest_cache .mypy_cache

@@ -167,6 +167,14 @@ def _import_pycuda() -> tuple[Any, Any]:
     return driver, compiler
 
 
+def _kernel_pointer(ptr: Any) -> Any:
+    """A device address as a kernel argument: pycuda refuses plain Python ints (TensorRT buffers, CUDA array
+    interface addresses), so those become np.uintp; allocations and None pass through."""
+    if isinstance(ptr, (int, np.integer)) and not isinstance(ptr, (bool, np.bool_)):
+        return np.uintp(int(ptr))
+    return ptr
+
+
 class CudaPreprocessor:
     """Frame -> (CUT3R image (3, H, W), human-branch image (3, R, R)) float32 on the GPU.
 
@@ -232,6 +240,7 @@ class CudaPreprocessor:
         must hold 3*H*W and 3*R*R floats. Kernels are queued on `stream` (None: the default stream), in order;
         the frame must stay valid until they have run. Returns the plan (sizes, geometry).
         """
+        frame_ptr, img_out, mhmr_out = (_kernel_pointer(x) for x in (frame_ptr, img_out, mhmr_out))
         plan, t = self._plan_for(int(h0), int(w0))
         H, W, R = plan.height, plan.width, plan.size
         tmp = self._alloc("tmp", plan.n_rows * W * 3)

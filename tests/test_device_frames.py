@@ -168,3 +168,45 @@ def test_run_cli_on_trt_preprocesses_and_skins_on_the_gpu(fake_gpu, engines, tmp
     assert {"pil_resize_h_kernel", "bilinear_pad_kernel"} <= kernels
     assert any("skin" in k for k in kernels), kernels
     assert len((out / "trajectory.tum").read_text().splitlines()) == 3
+
+
+class _PitchedFrame:
+    """A uint8 (H, W, C) image in device memory with a row pitch wider than the row: what a decoder hands out."""
+
+    def __init__(self, dev: object, h: int, w: int, c: int, pitch: int) -> None:
+        self.dev = dev  # keeps the allocation alive
+        self.__cuda_array_interface__ = {"shape": (h, w, c), "typestr": "|u1", "data": (int(dev), False),
+                                         "strides": (pitch, c, 1), "version": 3, "stream": None}
+
+
+@pytest.mark.gpu
+def test_real_gpu_zero_copy_frames_match_the_cpu():
+    """On a real GPU: GpuFramePreparer reads contiguous and row-pitched CUDA frames in place, writes the engine's
+    input buffers, and the images equal the CPU path within one uint8 step."""
+    try:
+        import pycuda.autoinit  # noqa: F401
+        import pycuda.driver as cuda
+    except Exception as exc:  # ImportError, or no device / driver
+        pytest.skip(f"needs pycuda and an NVIDIA GPU: {exc!r}")
+    from types import SimpleNamespace
+
+    from human3r_edge.runtime.device_frames import GpuFramePreparer
+
+    size, R, h0, w0 = 512, 896, 720, 1280
+    H, W = pp.output_shape(w0, h0, size)
+    bufs = {"img": cuda.mem_alloc(3 * H * W * 4), "img_mhmr": cuda.mem_alloc(3 * R * R * 4)}
+    backend = SimpleNamespace(accepts_device_feeds=True, name="real-gpu", spec=SimpleNamespace(resolution=(W, H)),
+                              stream=cuda.Stream(), device_buffer=lambda name: bufs[name])
+    prep = GpuFramePreparer(backend, size, R)
+    for seed, pitch in ((0, w0 * 3), (1, w0 * 3 + 512)):
+        frame = _frame(seed, h0, w0)
+        dev = cuda.mem_alloc(pitch * h0)
+        for y in range(h0):
+            cuda.memcpy_htod(int(dev) + y * pitch, frame[y])
+        img, hw = prep.prepare(_PitchedFrame(dev, h0, w0, 3, pitch), "RGB")
+        ref = pp.preprocess_rgb(frame, size)
+        assert hw == (h0, w0) and np.abs(img - ref).max() <= STEP
+        on_dev = np.empty((3, R, R), np.float32)
+        cuda.memcpy_dtoh(on_dev, bufs["img_mhmr"])
+        assert np.abs(on_dev - pp.pad_image(ref, R)[0]).max() <= STEP
+    assert prep.zero_copy_frames == 2

@@ -201,3 +201,19 @@ def test_fake_pycuda_allocations_and_source_module():
 def test_compile_errors_are_reported():
     with pytest.raises(EmulationCompileError, match="g\\+\\+ failed"):
         compile_module('extern "C" __global__ void k(float* x) { __shfl_down_sync(0xffffffff, x[0], 1); }')
+
+
+def test_fake_pycuda_refuses_what_real_pycuda_refuses():
+    """Real pycuda raises TypeError for a plain Python int/float kernel argument and passes a numpy array by value;
+    the emulation would run either, so the stand-in must refuse them (a real H200 run caught a plain-int device
+    pointer that the lenient stand-in had let through)."""
+    drv, comp = fake_pycuda.driver, fake_pycuda.compiler
+    a, out = drv.mem_alloc(4000), drv.mem_alloc(4000)
+    fn = comp.SourceModule(SRC, no_extern_c=True).get_function("shift_with_barrier")
+    with pytest.raises(TypeError, match="parameter #0.*plain Python int"):
+        fn(int(a), out, np.int32(1000), block=(256, 1, 1), grid=(4, 1))
+    with pytest.raises(TypeError, match="parameter #2.*plain Python int"):
+        fn(a, out, 1000, block=(256, 1, 1), grid=(4, 1))
+    with pytest.raises(TypeError, match="host numpy array"):
+        fn(np.zeros(1000, np.float32), out, np.int32(1000), block=(256, 1, 1), grid=(4, 1))
+    fn(np.uintp(int(a)), out, np.int32(1000), block=(256, 1, 1), grid=(4, 1))  # what the launchers pass

@@ -69,6 +69,42 @@ class Context:
         return None
 
 
+def check_kernel_args(name: str, args: tuple) -> None:
+    """Refuse what real pycuda's kernel call refuses or passes differently (its `_build_arg_buf`).
+
+    pycuda takes numpy scalars, allocations, `__cuda_array_interface__` objects and objects with `.gpudata`;
+    a plain Python int, float or bool raises "TypeError: invalid type on parameter #i (0-based)", and a numpy
+    array is passed by value (its bytes), not as a pointer. The emulated kernels would accept both, so the
+    stand-in checks here, before the launch."""
+    for i, a in enumerate(args):
+        if isinstance(a, (bool, int, float)):
+            raise TypeError(msg(f"kernel {name}: parameter #{i}", "invalid type: a plain Python "
+                                f"{type(a).__name__} (real pycuda raises TypeError)", repr(a)[:40],
+                                "numpy scalars (np.int32, np.float32), np.uintp(pointer) or an allocation"))
+        if isinstance(a, np.ndarray):
+            raise TypeError(msg(f"kernel {name}: parameter #{i}", "a host numpy array (pycuda would pass its "
+                                "bytes by value, not a pointer)", a.shape, "device memory"))
+
+
+class _StrictFunction:
+    def __init__(self, fn: Any, name: str) -> None:
+        self._fn, self.name = fn, name
+
+    def __call__(self, *args: Any, **kw: Any) -> Any:
+        check_kernel_args(self.name, args)
+        return self._fn(*args, **kw)
+
+
+class _StrictModule:
+    """compile_module with pycuda's argument rules (see check_kernel_args)."""
+
+    def __init__(self, source: str, **kw: Any) -> None:
+        self._module = compile_module(source, **kw)
+
+    def get_function(self, name: str) -> _StrictFunction:
+        return _StrictFunction(self._module.get_function(name), name)
+
+
 driver = SimpleNamespace(
     mem_alloc=FakeDeviceAllocation,
     memcpy_htod=memcpy_htod,
@@ -80,4 +116,4 @@ driver = SimpleNamespace(
     Context=Context,
     DeviceAllocation=FakeDeviceAllocation,
 )
-compiler = SimpleNamespace(SourceModule=compile_module)
+compiler = SimpleNamespace(SourceModule=_StrictModule)

@@ -282,7 +282,11 @@ def _make_source_module(dev: FakeDevice, ptr_of: Any, stream_of: Any) -> type:
 
         def _convert(self, args: tuple) -> list:
             out = []
-            for a in args:
+            for i, a in enumerate(args):
+                if isinstance(a, (bool, int, float)):  # pycuda's _build_arg_buf: "invalid type on parameter #i"
+                    dev.violation(f"kernel {self.name}: parameter #{i} is a plain Python {type(a).__name__}; real "
+                                  "pycuda raises TypeError (wrap scalars as np.int32(...) etc., pointers as "
+                                  "np.uintp(...) or pass the allocation)")
                 if isinstance(a, (np.integer, np.floating)):
                     out.append(a)
                 elif isinstance(a, np.ndarray):
