@@ -1,4 +1,4 @@
-"""Frames preprocessed on the GPU, straight into a TensorRT backend's input buffers.
+"""Frames preprocessed on the GPU, straight into a GPU backend's input buffers (trt, ort-cuda, ort-trt).
 
 `GpuFramePreparer` runs the preprocessing kernels of `kernels/preprocess.cu` (PIL-exact resize and centre crop,
 then the human branch's resize and pad) on the backend's stream and writes their results into the device buffers
@@ -54,7 +54,9 @@ class GpuFramePreparer:
     thread that runs the backend (its CUDA context must be current), one frame at a time, and run the encoder on
     a frame before preparing the next (the buffers hold one frame).
 
-    backend: an active backend with `accepts_device_feeds` (native TensorRT). size: the CUT3R `size` (long side);
+    backend: an active backend with `accepts_device_feeds` (trt, ort-cuda, ort-trt); one that has
+    `ensure_cuda_context()` (the ONNX Runtime ones) is asked to make its CUDA context current first; the trt
+    backend's is current once it is active. size: the CUT3R `size` (long side);
     square: the human branch's R. driver/compiler: pycuda modules (default: imported lazily).
     """
 
@@ -63,7 +65,11 @@ class GpuFramePreparer:
 
         if not getattr(backend, "accepts_device_feeds", False):
             raise BackendUnavailable(msg("GPU preprocessing", "backend has no device input buffers",
-                                         getattr(backend, "name", type(backend).__name__), "the trt backend"))
+                                         getattr(backend, "name", type(backend).__name__),
+                                         "a GPU backend (trt, ort-cuda, ort-trt)"))
+        ensure = getattr(backend, "ensure_cuda_context", None)
+        if ensure is not None and driver is None:
+            ensure()
         self.backend = backend
         self.pre = CudaPreprocessor(size, square, driver=driver, compiler=compiler)
         self.driver = self.pre.driver

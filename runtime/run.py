@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="SMPL-X skinning: numpy on the CPU, or the CUDA kernels (auto: GPU with --backend trt)")
     p.add_argument("--preprocessing", choices=("auto", "cpu", "gpu"), default="auto",
                    help="frame preprocessing: PIL-exact on the CPU (in the reader thread), or the CUDA kernels "
-                   "writing into the engine's inputs (auto: GPU with --backend trt)")
+                   "writing into the engine's inputs (auto: GPU on trt, ort-cuda and ort-trt when pycuda is installed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -325,7 +325,7 @@ def replay_golden(golden_dir: str | Path, backend: Any = "ort-cpu", preprocessed
     reset interval, size, R) come from `reference_npz`'s meta keys. Arrays are new numpy arrays owned by the caller.
     gpu_kernels: run the CUDA kernels of kernels/ as `run` does on the GPU: SMPL-X skinning, and (without
     `preprocessed`) frame preprocessing straight into the engine's input buffers. None: when the backend takes
-    device feeds (trt).
+    device feeds natively (trt); on ort-cuda / ort-trt pass True (needs pycuda).
     """
     import numpy as np
 
@@ -374,9 +374,12 @@ def replay_golden(golden_dir: str | Path, backend: Any = "ort-cpu", preprocessed
             raise Human3RError(msg(f"export {be.directory}", "MHMR resolution differs from the golden's",
                                    be.spec.config.get("mhmr_img_res"), side))
         pipe = FramePipeline(be, opts)
-        use_gpu = getattr(be, "accepts_device_feeds", False) if gpu_kernels is None else gpu_kernels
+        use_gpu = be.name == "trt" if gpu_kernels is None else gpu_kernels
         if use_gpu and not getattr(be, "accepts_device_feeds", False):
-            raise Human3RError(msg("replay: gpu_kernels", "backend has no device buffers", be.name, "trt"))
+            raise Human3RError(msg("replay: gpu_kernels", "backend has no device buffers", be.name,
+                                   "trt, ort-cuda or ort-trt"))
+        if use_gpu and hasattr(be, "ensure_cuda_context"):
+            be.ensure_cuda_context()  # the ORT GPU backends: pycuda in the context ONNX Runtime uses
         if use_gpu and not preprocessed:
             from .device_frames import GpuFramePreparer
             from .preprocess import read_rgb

@@ -15,7 +15,8 @@ Frame input (`step(frame)`), each case a defined behaviour:
 * float frames (float16/32/64): RGB in [0, 1], rounded to 8 bits; NaN/inf or values outside [0, 1] are refused;
 * non-contiguous arrays (slices, flips, transposes) are accepted as they are;
 * DLPack objects on the CPU (e.g. a CPU torch tensor, HWC) via `np.from_dlpack`;
-* `__cuda_array_interface__` objects (CUDA torch tensors, CuPy arrays): on the trt backend with GPU preprocessing
+* `__cuda_array_interface__` objects (CUDA torch tensors, CuPy arrays): on the GPU backends (trt, ort-cuda,
+  ort-trt) with GPU preprocessing
   (the default there, `SessionOptions.preprocessing`), uint8 frames are read in place by the preprocessing
   kernels, zero-copy (see device_frames.py); otherwise (other backends, other dtypes) they are copied to the host
   through pycuda when it is installed, else refused with a clear error;
@@ -290,7 +291,8 @@ class Session:
         if not getattr(self.backend, "accepts_device_feeds", False):
             if wanted:
                 raise Human3RError(msg("preprocessing='gpu'", "backend has no device input buffers",
-                                       self.backend.name, "the trt backend", "use preprocessing='auto' or 'cpu'"))
+                                       self.backend.name, "a GPU backend (trt, ort-cuda, ort-trt)",
+                                       "use preprocessing='auto' or 'cpu'"))
             return
         try:
             self.gpu_preprocessor = GpuFramePreparer(self.backend, self.size, int(self.square or 0))

@@ -210,3 +210,160 @@ def test_real_gpu_zero_copy_frames_match_the_cpu():
         cuda.memcpy_dtoh(on_dev, bufs["img_mhmr"])
         assert np.abs(on_dev - pp.pad_image(ref, R)[0]).max() <= STEP
     assert prep.zero_copy_frames == 2
+
+
+# ---------------------------------------------------------------------------------------------- ONNX Runtime
+def _host_bound_backends():
+    """OrtBoundBackend (the ort-cuda / ort-trt code) on ONNX Runtime's CPU EP: IOBinding and ping-pong state in
+    host OrtValues; the second class also takes ON_DEVICE feeds, with host memory standing in for device memory
+    and the preprocessing kernels emulated (host_emu.fake_pycuda)."""
+    from human3r_edge.kernels.host_emu import fake_pycuda
+    from human3r_edge.runtime.backends.ort import OrtBoundBackend
+
+    class HostBound(OrtBoundBackend):
+        name = "ort-bound-cpu"
+        device_type = "cpu"
+        primary_provider = "CPUExecutionProvider"
+
+        def providers(self) -> list:
+            return ["CPUExecutionProvider"]
+
+    class HostBoundDeviceFeeds(HostBound):
+        accepts_device_feeds = True  # type: ignore[assignment]
+        stream = fake_pycuda.Stream()
+        fed: list = []
+
+        def ensure_cuda_context(self):
+            return fake_pycuda.driver
+
+        def _run_impl(self, graph, feeds, fetch):
+            self.fed.append({k: type(v).__name__ for k, v in feeds.items()})
+            return super()._run_impl(graph, feeds, fetch)
+
+    return HostBound, HostBoundDeviceFeeds
+
+
+@pytest.fixture
+def onnx_export(tmp_path_factory):
+    return random_tiny_export(tmp_path_factory)
+
+
+def test_iobinding_backend_matches_ort_cpu(onnx_export):
+    """The IOBinding code of ort-cuda / ort-trt (state ping-pong, linked outputs bound once) on the CPU EP gives
+    the plain ort-cpu results frame after frame."""
+    from human3r_edge.runtime.backends.ort import OrtCpuBackend
+    from human3r_edge.runtime.iospec import ExportSpec
+
+    HostBound, _ = _host_bound_backends()
+    spec = ExportSpec.load(onnx_export)
+    frames = [_frame(i) for i in range(4)]
+    with Session(HostBound(spec, onnx_export, strict_device=False), None, SessionOptions(skin=False)) as a, \
+            Session(OrtCpuBackend(spec, onnx_export), None, SessionOptions(skin=False)) as b:
+        assert not a.backend.accepts_device_feeds and a.gpu_preprocessor is None
+        for f in frames:
+            ra, rb = a.step(f), b.step(f)
+            np.testing.assert_allclose(ra.c2w, rb.c2w, atol=1e-6)
+            assert ra.track_ids == rb.track_ids
+        name = spec.graphs[0].state[0].input if spec.graphs[0].state else None
+        for g in spec.graphs:
+            for p in g.state:
+                np.testing.assert_allclose(a.backend.read_state(p.input), b.backend.read_state(p.input), atol=1e-5)
+        assert name is None or a.backend.read_state(name).shape
+    with pytest.raises(Human3RError, match="not a device backend"):
+        HostBound(spec, onnx_export, strict_device=False).device_buffer("img")
+
+
+def test_ort_backends_take_kernel_written_device_feeds(onnx_export, monkeypatch):
+    """GPU preprocessing on the ONNX Runtime GPU backends: the kernels write the session's input OrtValues
+    (device_buffer = their data_ptr), run gets ON_DEVICE for both images, device frames are read in place, and
+    the results equal the CPU preprocessing path."""
+    from human3r_edge.kernels import preprocess_gpu
+    from human3r_edge.kernels.host_emu import fake_pycuda
+    from human3r_edge.runtime.iospec import ExportSpec
+
+    monkeypatch.setattr(preprocess_gpu, "_import_pycuda", lambda: (fake_pycuda.driver, fake_pycuda.compiler))
+    HostBound, HostBoundDeviceFeeds = _host_bound_backends()
+    spec = ExportSpec.load(onnx_export)
+    frames = [_frame(i) for i in range(3)]
+    with Session(HostBoundDeviceFeeds(spec, onnx_export, strict_device=False), None, SessionOptions(skin=False, preprocessing="gpu")) as s:
+        assert s.gpu_preprocessor is not None and s.reader_transform is None
+        be = s.backend
+        assert be.device_buffer("img") == be.device_value("img").data_ptr()
+        got = [s.step(f) for f in frames]
+        held = np.ascontiguousarray(frames[0])
+
+        class DeviceFrame:  # host memory stands in for device memory in this emulation
+            __cuda_array_interface__ = {"shape": held.shape, "typestr": "|u1", "data": (held.ctypes.data, False),
+                                        "strides": None, "version": 3, "stream": None}
+
+        s.reset()
+        in_place = s.step(DeviceFrame())
+        assert s.gpu_preprocessor.zero_copy_frames == 1
+        encoder_feeds = [f for f in be.fed if "img" in f]
+        assert encoder_feeds and all(f["img"] == "OnDevice" and f["img_mhmr"] == "OnDevice" for f in encoder_feeds)
+        with pytest.raises(Human3RError, match="not a host input"):
+            be.device_buffer("no_such_tensor")
+    with Session(HostBound(spec, onnx_export, strict_device=False), None, SessionOptions(skin=False)) as ref:
+        for f, r in zip(frames, got):
+            want = ref.step(f)
+            np.testing.assert_array_equal(r.image, want.image)
+            np.testing.assert_allclose(r.c2w, want.c2w, atol=1e-6)
+            assert r.track_ids == want.track_ids
+        ref.reset()
+        np.testing.assert_allclose(in_place.c2w, ref.step(frames[0]).c2w, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_real_gpu_kernels_feed_buffers_of_a_cuda_runtime_library():
+    """What ort-cuda / ort-trt rely on, on a real GPU: OrtBoundBackend's ensure_cuda_context / stream put pycuda in
+    the context a CUDA-runtime library uses (torch stands in for ONNX Runtime's CUDA EP: both allocate through
+    the runtime API), the kernels write that library's buffers, and a CUDA torch tensor frame is read in place,
+    also when another (non-primary) context was current before."""
+    try:
+        import pycuda.driver  # noqa: F401
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch sees no CUDA device")
+    except Exception as exc:
+        pytest.skip(f"needs pycuda, a CUDA build of torch and an NVIDIA GPU: {exc!r}")
+    from types import SimpleNamespace
+
+    from human3r_edge.runtime.backends.ort import OrtBoundBackend
+    from human3r_edge.runtime.device_frames import GpuFramePreparer
+
+    class Owner:  # OrtBoundBackend's CUDA-context code, without an ONNX Runtime session
+        _cuda = _cuda_ctx = _cuda_stream = None
+        opts = SimpleNamespace(device_id=0)
+        ensure_cuda_context = OrtBoundBackend.ensure_cuda_context
+        stream = OrtBoundBackend.stream
+        _release_cuda = OrtBoundBackend._release_cuda
+
+    import pycuda.driver as cuda
+
+    cuda.init()
+    other = cuda.Device(0).make_context()  # a non-primary context current first, as pycuda.autoinit leaves one
+    owner = Owner()
+    try:
+        stream = owner.stream
+        size, R, h0, w0 = 512, 896, 720, 1280
+        H, W = pp.output_shape(w0, h0, size)
+        bufs = {"img": torch.zeros((1, 3, H, W), device="cuda"), "img_mhmr": torch.zeros((1, 3, R, R), device="cuda")}
+        backend = SimpleNamespace(accepts_device_feeds=True, name="runtime-api buffers", stream=stream,
+                                  spec=SimpleNamespace(resolution=(W, H)),
+                                  device_buffer=lambda name: bufs[name].data_ptr(),
+                                  ensure_cuda_context=owner.ensure_cuda_context)
+        prep = GpuFramePreparer(backend, size, R)
+        frame = _frame(5, h0, w0)
+        img, hw = prep.prepare(torch.from_numpy(frame).cuda(), "RGB")
+        torch.cuda.synchronize()
+        ref = pp.preprocess_rgb(frame, size)
+        assert prep.zero_copy_frames == 1 and hw == (h0, w0)
+        assert np.abs(img - ref).max() <= STEP
+        assert np.abs(bufs["img"].cpu().numpy()[0] - ref).max() <= STEP
+        assert np.abs(bufs["img_mhmr"].cpu().numpy()[0] - pp.pad_image(ref, R)[0]).max() <= STEP
+    finally:
+        owner._release_cuda()
+        assert cuda.Context.get_current().handle == other.handle  # the primary context was pushed and popped, nothing else
+        other.pop()
+        other.detach()

@@ -4,6 +4,10 @@
 * `OrtCudaBackend`, `OrtTrtBackend`: IOBinding. State (two buffers per state tensor, ping-pong), linked tensors
   and every output live on the device as OrtValues allocated once at activation; host feeds are copied into
   preallocated device OrtValues; only fetched outputs are copied to the host.
+  They also take `ON_DEVICE` feeds (base.py): `device_buffer(name)` is the address of a host input's device
+  OrtValue, and `stream` a pycuda stream in the device's *primary* CUDA context, the context ONNX Runtime's CUDA
+  runtime calls use, so the preprocessing kernels (runtime/device_frames.py) write the model images straight into
+  the buffers the session reads. pycuda is needed only for that, and imported on first use.
 
 GPU sessions set `session.disable_cpu_ep_fallback=1`, so a node that would silently run on the CPU is an error,
 and a provider that ONNX Runtime lists but cannot load (no GPU, missing CUDA/cuDNN/TensorRT libraries) raises
@@ -21,7 +25,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, ConfigError, Human3RError, msg
 from ..iospec import ExportSpec, GraphSpec
-from .base import Backend
+from .base import Backend, OnDevice
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 _EXEC_ORDERS = ("default", "priority")
@@ -306,9 +310,62 @@ class OrtBoundBackend(Backend):
         self._values: dict[str, Any] = {}  # every non-state output and host input: its device OrtValue
         self._state: dict[str, _PingPong] = {}  # state input name -> buffers
         self._run_options: Any = None
+        self._cuda: Any = None  # pycuda.driver, once device feeds are used
+        self._cuda_ctx: Any = None  # the retained primary context (pushed on the thread that asked)
+        self._cuda_stream: Any = None
 
     def providers(self) -> list:
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ device feeds (GPU preprocessing)
+    @property
+    def accepts_device_feeds(self) -> bool:  # type: ignore[override]
+        return self.device_type == "cuda"
+
+    def ensure_cuda_context(self) -> Any:
+        """Have pycuda work in the CUDA context ONNX Runtime uses, in this thread, and return pycuda.driver.
+
+        ONNX Runtime's CUDA EP selects its device with cudaSetDevice, which makes the device's *primary* context
+        current (whatever context was current before), so pycuda must use the primary context too: it is
+        retained and pushed here, and popped and released at deactivation. (Using a context that happened to be
+        current, e.g. pycuda.autoinit's, fails on a real GPU with "invalid resource handle" once the runtime
+        switches to the primary context.)"""
+        if self._cuda is None:
+            from ..cuda_util import require_pycuda
+
+            cuda = require_pycuda()
+            ctx = cuda.Device(self.opts.device_id).retain_primary_context()
+            ctx.push()
+            self._cuda_ctx, self._cuda = ctx, cuda
+        return self._cuda
+
+    @property
+    def stream(self) -> Any:
+        """A pycuda stream in the primary context for kernels that feed this backend. Work queued on it must be
+        complete (synchronised) before `run`: ONNX Runtime runs on its own stream."""
+        if self._cuda_stream is None:
+            self._cuda_stream = self.ensure_cuda_context().Stream()
+        return self._cuda_stream
+
+    def device_buffer(self, name: str) -> int:
+        """Device address of host input `name`'s OrtValue (fixed while the backend is active; owned by it).
+        Write it, then pass `ON_DEVICE` for that input to `run`."""
+        if not self.accepts_device_feeds:
+            raise Human3RError(msg("device_buffer", "not a device backend", self.name, "ort-cuda or ort-trt"))
+        hosts = {t.name for g in self.spec.graphs for t in self.spec.host_inputs(g.name)}
+        if name not in hosts or name not in self._values:
+            raise Human3RError(msg("device_buffer", "not a host input of an active session", name, sorted(hosts)))
+        return int(self._values[name].data_ptr())
+
+    def _release_cuda(self) -> None:
+        if self._cuda_stream is not None:
+            self._cuda_stream.synchronize()
+            self._cuda_stream = None
+        if self._cuda_ctx is not None:
+            ctx, self._cuda_ctx = self._cuda_ctx, None
+            ctx.pop()
+            ctx.detach()
+        self._cuda = None
 
     # ------------------------------------------------------------------ lifecycle
     def _activate_impl(self) -> None:
@@ -364,6 +421,7 @@ class OrtBoundBackend(Backend):
         self._run_options = ort.RunOptions()
 
     def _deactivate_impl(self) -> None:
+        self._release_cuda()
         self._bindings.clear()
         self._sessions.clear()
         self._values.clear()
@@ -384,7 +442,8 @@ class OrtBoundBackend(Backend):
         g = self.spec.graph(graph)
         io = self._bindings[graph]
         for name, value in feeds.items():
-            self._values[name].update_inplace(np.ascontiguousarray(value))
+            if not isinstance(value, OnDevice):  # ON_DEVICE: already written into device_buffer(name)
+                self._values[name].update_inplace(np.ascontiguousarray(value))
         written = {}
         for p in g.state:
             pp = self._state[p.input]
