@@ -4,6 +4,9 @@ smplx_skinning.cu   SMPL-X blend shapes + pose blend, forward kinematics, skinni
                     (launcher: runtime/smplx/gpu.py, CudaSkinner).
 preprocess.cu       PIL-exact resize + centre crop + [-1, 1] NCHW, and the bilinear pad of the human branch
                     (launcher and table builder: kernels/preprocess_gpu.py, CudaPreprocessor).
+smplx_cpu.c         the CPU twin of the two heavy skinning stages (blend product, sparse skinning + transforms),
+                    compiled at first use with the system C compiler (runtime/smplx/native.py); SMPLXModel's
+                    default CPU path, numpy when no compiler is present.
 build.py            kernel sources and nvcc helpers (PTX for sm_75/86/87/89, standalone benchmark objects).
 host_emu/           the same .cu sources compiled with g++ against a shim and run on the CPU through ctypes,
                     with pycuda's calling convention (host_emu.compile_module) and a pycuda stand-in

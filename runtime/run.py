@@ -59,7 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where --checkpoint exports are cached")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for ONNX Runtime backends")
     p.add_argument("--skinning", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="SMPL-X skinning: numpy on the CPU, or the CUDA kernels (auto: GPU with --backend trt)")
+                   help="SMPL-X skinning: on the CPU (compiled kernels when a C compiler is present, else numpy), "
+                   "or the CUDA kernels (auto: GPU with --backend trt)")
     p.add_argument("--preprocessing", choices=("auto", "cpu", "gpu"), default="auto",
                    help="frame preprocessing: PIL-exact on the CPU (in the reader thread), or the CUDA kernels "
                    "writing into the engine's inputs (auto: GPU on trt, ort-cuda and ort-trt when pycuda is installed)")
@@ -116,11 +117,13 @@ def _run(args: argparse.Namespace) -> int:
     writer = BackgroundWriter(OutputWriter(args.out, out_opts, faces=smplx_model.faces))
     session = Session(backend, smplx_model, sess_opts)
     bar = _progress(total, args.no_progress)
+    skinning_used = f"cpu-{smplx_model.backend}"  # cpu-native (compiled kernels) or cpu-numpy
     try:
         with session:
             skinner = _gpu_skinner(args, smplx_model, backend.spec.max_people)
             if skinner is not None:
                 session.smplx = skinner
+                skinning_used = "cuda"
             source = video.open_source(_source_arg(args.source), max_frames=args.max_frames, stride=args.stride,
                                        transform=session.reader_transform)
             t_loop = time.perf_counter()
@@ -148,6 +151,7 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             summary = _summary(args, backend, export_dir, frames, loop_s, t_end - t_start, stages, tracks,
                                interrupted, writer)
+            summary["settings"]["skinning_used"] = skinning_used
             writer.writer.write_summary(summary)
     if frames == 0 and not interrupted:
         raise Human3RError(msg(f"source {args.source}", "produced no frames", hint="check --max-frames/--stride"))

@@ -67,6 +67,7 @@ def test_run_writes_every_output(tmp_path, fake_backend, export_dir, synthetic_s
     assert summary["frames"] == 6 and summary["backend"] == "ort-cpu" and not summary["interrupted"]
     assert {"encoder", "decoder", "preprocess", "outputs_wait"} <= set(summary["stage_ms_mean"])
     assert summary["settings"]["reset_interval"] == 4 and "numpy" in summary["versions"]
+    assert summary["settings"]["skinning_used"] in ("cpu-native", "cpu-numpy")
 
 
 def test_image_folder_portrait_and_fit(tmp_path, fake_backend, export_dir, synthetic_smplx, capsys):

@@ -21,9 +21,17 @@ def model_file(tmp_path_factory):
     return str(write_synthetic_smplx(tmp_path_factory.mktemp("smplx"), seed=5, compress=False))
 
 
-@pytest.fixture(scope="module")
-def model(model_file):
-    return SMPLXModel.load(model_file)
+@pytest.fixture(scope="module", params=["native", "numpy"])
+def model(model_file, request):
+    """Both CPU paths: the compiled kernels (kernels/smplx_cpu.c, the default) and the pure numpy fallback."""
+    if request.param == "native":
+        from human3r_edge.runtime.smplx.native import load_native, native_status
+
+        if load_native() is None:
+            pytest.skip(f"compiled kernels unavailable here: {native_status()}")
+    m = SMPLXModel.load(model_file, backend=request.param)
+    assert m.backend == request.param
+    return m
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +110,12 @@ def test_fp16_blend_storage_within_1mm(model_file, torch_layer):
     assert err <= 1e-3
 
 
-def test_goldens_smplx_outputs_reproduced(golden_dir, require_golden, synthetic_smplx):
+@pytest.mark.parametrize("backend", ["auto", "numpy"])
+def test_goldens_smplx_outputs_reproduced(golden_dir, require_golden, synthetic_smplx, backend):
     g = np.load(golden_dir / "golden.npz")
     if "smplx/v3d_cam" not in g.files:
         pytest.skip(f"{golden_dir.name} has no smplx/* keys")
-    m = SMPLXModel.load(synthetic_smplx)
+    m = SMPLXModel.load(synthetic_smplx, backend=backend)
     frame = g["demo/human_frame_index"]
     c2w, K = g["demo/cam2world"], g["demo/intrinsics"]
     out = {k: [] for k in ("v3d_cam", "j3d_cam", "j2d", "transl_pelvis", "v3d_world", "j3d_world")}

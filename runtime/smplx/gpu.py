@@ -14,6 +14,7 @@ import numpy as np
 from ...kernels.build import kernel_source
 from ..errors import BackendUnavailable, Human3RError, msg
 from .constants import EXTRA_JOINT_VERTICES, HUMAN3R_ROT_JOINTS, NUM_JOINTS, NUM_OUTPUT_JOINTS, NUM_VERTS, joint_depths
+from .native import sparse_weights
 from .skinning import NUM_BLEND, POSE_JOINTS, SkinResult, SMPLXModel, _empty_result, check_params
 
 PARAM_STRIDE = 500  # per person: 53 rotations (477) | betas, expression (20) | head translation (3)
@@ -28,12 +29,8 @@ def device_constants(model: SMPLXModel) -> dict[str, np.ndarray]:
     joint_rot[HUMAN3R_ROT_JOINTS[1:]] = np.arange(1, len(HUMAN3R_ROT_JOINTS), dtype=np.int32)
     pose_slot = np.full(NUM_JOINTS, -1, dtype=np.int32)
     pose_slot[POSE_JOINTS] = np.arange(len(POSE_JOINTS), dtype=np.int32)
-    w = model.weights_t.T  # (V, 55)
-    nnz = (w != 0).sum(1)
-    kw = int(max(1, nnz.max()))
-    order = np.argsort(w == 0, axis=1, kind="stable")[:, :kw]  # non-zero joints first, in joint order
-    w_idx = np.ascontiguousarray(order.T.astype(np.int32))  # (kw, V)
-    w_val = np.ascontiguousarray(np.take_along_axis(w, order, axis=1).T.astype(np.float32))  # zeros pad
+    idx, val = sparse_weights(model.weights_t)  # (V, kw): non-zero joints first, in joint order, zeros pad
+    w_idx, w_val = np.ascontiguousarray(idx.T), np.ascontiguousarray(val.T)  # (kw, V): coalesced per k
     basis = model.blend_basis if model.blend_dtype == np.float32 else model.blend_basis.view(np.uint16)
     return {
         "basis": basis,

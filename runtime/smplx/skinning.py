@@ -1,4 +1,8 @@
-"""Batched SMPL-X skinning in numpy (the CPU path), with Human3R's head-anchored camera and world transforms.
+"""Batched SMPL-X skinning on the CPU, with Human3R's head-anchored camera and world transforms.
+
+Two implementations of the same arithmetic: the compiled kernels of kernels/smplx_cpu.c (runtime/smplx/native.py,
+built at first use with the system C compiler; the default, `backend='auto'`) and pure numpy (`backend='numpy'`,
+and what 'auto' falls back to without a compiler or with float16 storage). They agree to ~1e-7 m.
 
 For P people with Human3R's outputs (53 rotation matrices, 10 betas, 10 expression coefficients, the head
 translation) it computes what Human3R's `SMPL_Layer` + demo compute with the smplx package:
@@ -37,6 +41,10 @@ from ..errors import Human3RError, msg
 from .constants import (EXTRA_JOINT_VERTICES, HEAD, HUMAN3R_ROT_JOINTS, LEFT_EYE, NUM_BETAS, NUM_COEFFS, NUM_EXPR,
                         NUM_HUMAN3R_ROTS, NUM_JOINTS, NUM_OUTPUT_JOINTS, NUM_VERTS, RIGHT_EYE, depth_levels)
 from .model_file import SMPLXData, load_smplx_file
+from .native import TILE, NativeKernels, blocked_basis, load_native, native_status, sparse_weights
+
+SPARSE_MAX_KW = 8  # most non-zero skinning weights per vertex for the sparse skinning kernel (else dense numpy)
+BACKENDS = ("auto", "native", "numpy")  # SMPLXModel(backend=...): auto = native when it compiles, else numpy
 
 # joints whose (R - I) features enter the pose blend: 1..54 without the eyes (identity in Human3R)
 POSE_JOINTS = np.array([j for j in range(1, NUM_JOINTS) if j not in (LEFT_EYE, RIGHT_EYE)], dtype=np.int64)
@@ -66,10 +74,12 @@ class SMPLXModel:
     (numpy widens it on every call); it pays on the GPU, where the basis is streamed from memory.
     """
 
-    def __init__(self, data: SMPLXData, blend_dtype: np.dtype | type = np.float32) -> None:
+    def __init__(self, data: SMPLXData, blend_dtype: np.dtype | type = np.float32, backend: str = "auto") -> None:
         dt = np.dtype(blend_dtype)
         if dt not in _BLEND_DTYPES:
             raise Human3RError(msg("SMPLXModel", "unsupported blend_dtype", dt, "float32 or float16"))
+        if backend not in BACKENDS:
+            raise Human3RError(msg("SMPLXModel", "unknown backend", repr(backend), BACKENDS))
         self.blend_dtype = dt
         self.source = data.source
         V = NUM_VERTS
@@ -80,7 +90,8 @@ class SMPLXModel:
         basis = np.empty((NUM_BLEND, 3, V), dtype=f64)
         basis[:NUM_COEFFS] = data.shapedirs.astype(f64).transpose(2, 1, 0)
         basis[NUM_COEFFS:] = pose.reshape(V, 3, NUM_POSE_FEATS).transpose(2, 1, 0)
-        self.blend_basis = np.ascontiguousarray(basis.reshape(NUM_BLEND, 3 * V).astype(dt))  # (488, 3V)
+        planar_basis = np.ascontiguousarray(basis.reshape(NUM_BLEND, 3 * V).astype(dt))  # (488, 3V)
+        del basis
         # joint regression folded into the blend: J = j_template + coeffs @ j_dirs
         jr = data.j_regressor.astype(f64)
         self.j_template = (jr @ data.v_template.astype(f64)).astype(np.float32)  # (55, 3)
@@ -95,22 +106,62 @@ class SMPLXModel:
         self.lmk_vertices = self.faces[data.lmk_faces_idx]  # (51, 3) vertex ids of each landmark's face
         self.lmk_bary = data.lmk_bary_coords.astype(np.float32)  # (51, 3)
         self._workspace = _Workspace()
-        for a in (self.template, self.blend_basis, self.j_template, self.j_dirs, self.weights_t, self.faces,
-                  self.lmk_vertices, self.lmk_bary):
+        # the compiled kernels (kernels/smplx_cpu.c) when a C compiler is there, else numpy; fp32 storage only
+        self.native: NativeKernels | None = None
+        self.native_skinning = False  # the sparse skinning kernel (else the numpy stages after the blend)
+        self._blend_basis: np.ndarray | None = planar_basis
+        if backend != "numpy" and dt == np.float32:
+            self.native = load_native()
+            if self.native is None and backend == "native":
+                raise Human3RError(msg("SMPLXModel", "backend='native' unavailable", native_status(), None,
+                                       "install a C compiler (gcc/clang) or use backend='auto' / 'numpy'"))
+        elif backend == "native":
+            raise Human3RError(msg("SMPLXModel", "backend='native' needs float32 storage", dt, "float32"))
+        if self.native is not None:
+            self._basis_blk = blocked_basis(planar_basis)  # the only copy: blend_basis is rebuilt on demand
+            self._blend_basis = None
+            self._w_idx, self._w_val = sparse_weights(self.weights_t)
+            for blk in (self._basis_blk, self._w_idx, self._w_val):
+                blk.setflags(write=False)
+            # the sparse skinning kernel costs ~12 kw FMAs per vertex; with many non-zero weights per vertex the
+            # dense BLAS product of the numpy path is cheaper, so that one is used for the skinning stage
+            self.native_skinning = self._w_idx.shape[1] <= SPARSE_MAX_KW
+        del planar_basis
+        if self._blend_basis is not None:
+            self._blend_basis.setflags(write=False)
+        for a in (self.template, self.j_template, self.j_dirs, self.weights_t, self.faces, self.lmk_vertices,
+                  self.lmk_bary):
             a.setflags(write=False)
 
     @staticmethod
-    def load(path: str | os.PathLike, blend_dtype: np.dtype | type = np.float32) -> "SMPLXModel":
+    def load(path: str | os.PathLike, blend_dtype: np.dtype | type = np.float32,
+             backend: str = "auto") -> "SMPLXModel":
         """Load an SMPL-X model file (see model_file.load_smplx_file) and prepare it for skinning."""
-        return SMPLXModel(load_smplx_file(Path(path)), blend_dtype)
+        return SMPLXModel(load_smplx_file(Path(path)), blend_dtype, backend)
+
+    @property
+    def backend(self) -> str:
+        """'native' (the compiled kernels) or 'numpy': what skin() runs."""
+        return "numpy" if self.native is None else "native"
 
     @property
     def num_verts(self) -> int:
         return NUM_VERTS
 
     @property
+    def blend_basis(self) -> np.ndarray:
+        """The (488, 3V) planar blend basis (read-only). With the compiled kernels the model keeps only their
+        blocked layout, and this is rebuilt from it on first use (e.g. for the GPU upload) and then kept."""
+        if self._blend_basis is None:
+            nblk, K, width = self._basis_blk.shape
+            planar = np.ascontiguousarray(self._basis_blk.transpose(1, 0, 2).reshape(K, nblk * width)[:, :3 * NUM_VERTS])
+            planar.setflags(write=False)
+            self._blend_basis = planar
+        return self._blend_basis
+
+    @property
     def blend_basis_nbytes(self) -> int:
-        return int(self.blend_basis.nbytes)
+        return NUM_BLEND * 3 * NUM_VERTS * self.blend_dtype.itemsize
 
     # ------------------------------------------------------------------------------------------ main entry
     def skin(self, rotmat: np.ndarray, betas: np.ndarray, expression: np.ndarray, transl: np.ndarray,
@@ -135,12 +186,22 @@ class SMPLXModel:
         feats[:, NUM_COEFFS:] = (R[:, POSE_JOINTS] - np.eye(3, dtype=np.float32)).reshape(P, NUM_POSE_FEATS)
 
         ws = self._workspace.get(P)  # this thread's scratch buffers (reused across calls)
-        v_posed = self._blend(feats, ws["v_posed"])  # (P, 3, V) planar
         J = self.j_template + (feats[:, :NUM_COEFFS] @ self.j_dirs).reshape(P, NUM_JOINTS, 3)  # (P, 55, 3)
-        A, j_skel = self._transforms(R, J, rotmat[:, 0], transl)  # (P, 55, 3, 4), (P, 55, 3)
-        T = self._skin_transforms(A, ws["T"])  # (P, 3, 4, V)
         v_cam = np.empty((P, NUM_VERTS, 3), dtype=np.float32)
         v_world = None if c2w is None else np.empty((P, NUM_VERTS, 3), dtype=np.float32)
+        if self.native is not None:
+            featsT = np.zeros((NUM_BLEND, -(-P // TILE) * TILE), dtype=np.float32)
+            featsT[:, :P] = feats.T
+            v_posed = ws["v_posed"]  # (P, 3, V) planar
+            self.native.blend(featsT, P, self._basis_blk, self.template, v_posed.reshape(P, 3 * NUM_VERTS))
+        else:
+            v_posed = self._blend(feats, ws["v_posed"])  # (P, 3, V) planar
+        A, j_skel = self._transforms(R, J, rotmat[:, 0], transl)  # (P, 55, 3, 4), (P, 55, 3)
+        if self.native is not None and self.native_skinning:
+            world34 = None if c2w is None else np.ascontiguousarray(c2w[:3, :4], dtype=np.float32)
+            self.native.skin(v_posed, np.ascontiguousarray(A), self._w_idx, self._w_val, world34, v_cam, v_world)
+            return self._joints_and_result(v_cam, v_world, j_skel, c2w)
+        T = self._skin_transforms(A, ws["T"])  # (P, 3, 4, V)
         world = None if c2w is None else np.ascontiguousarray(c2w[:3, :].T)  # (4, 3) = [R^T; t]
 
         def finish(lo: int, hi: int) -> None:
@@ -156,7 +217,12 @@ class SMPLXModel:
             half.result()
         else:
             finish(0, P)
+        return self._joints_and_result(v_cam, v_world, j_skel, c2w)
 
+    def _joints_and_result(self, v_cam: np.ndarray, v_world: np.ndarray | None, j_skel: np.ndarray,
+                           c2w: np.ndarray | None) -> SkinResult:
+        """The 127 output joints (skeleton, vertex-selected, landmarks) and the SkinResult."""
+        P = v_cam.shape[0]
         j_cam = np.empty((P, NUM_OUTPUT_JOINTS, 3), dtype=np.float32)
         j_cam[:, :NUM_JOINTS] = j_skel
         n_extra = NUM_JOINTS + len(self.extra_vertices)
