@@ -218,15 +218,7 @@ def _host_bound_backends():
     host OrtValues; the second class also takes ON_DEVICE feeds, with host memory standing in for device memory
     and the preprocessing kernels emulated (host_emu.fake_pycuda)."""
     from human3r_edge.kernels.host_emu import fake_pycuda
-    from human3r_edge.runtime.backends.ort import OrtBoundBackend
-
-    class HostBound(OrtBoundBackend):
-        name = "ort-bound-cpu"
-        device_type = "cpu"
-        primary_provider = "CPUExecutionProvider"
-
-        def providers(self) -> list:
-            return ["CPUExecutionProvider"]
+    from support.ort_cpu_bound import OrtCpuBoundBackend as HostBound
 
     class HostBoundDeviceFeeds(HostBound):
         accepts_device_feeds = True  # type: ignore[assignment]
@@ -249,8 +241,9 @@ def onnx_export(tmp_path_factory):
 
 
 def test_iobinding_backend_matches_ort_cpu(onnx_export):
-    """The IOBinding code of ort-cuda / ort-trt (state ping-pong, linked outputs bound once) on the CPU EP gives
-    the plain ort-cpu results frame after frame."""
+    """The IOBinding code of ort-cuda / ort-trt on the CPU EP, through a Session on the real tiny export (the
+    toy-export test in test_ort_backend.py checks the ping-pong itself): the plain ort-cpu results frame after
+    frame, and no device feeds on a CPU device."""
     from human3r_edge.runtime.backends.ort import OrtCpuBackend
     from human3r_edge.runtime.iospec import ExportSpec
 
