@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,83 @@ def worker_numpy(model: str, iters: int, blend_dtype: str, backend: str = "numpy
     return res
 
 
-def worker_breakdown(model: str, iters: int, P: int = 16) -> dict[str, float]:
+def _openblas_local_threads():
+    """openblas_set_num_threads_local from numpy's bundled OpenBLAS (>= 0.3.27), or None: lets each Python thread
+    run its own single-threaded GEMMs, one of the blend formulations tried below."""
+    import ctypes
+    import glob
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__path__[0]), "numpy.libs", "libscipy_openblas*.so*"))
+    for path in libs:
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
+    return None
+
+
+def numpy_blend_variants(basis: np.ndarray, feats: np.ndarray, iters: int) -> dict[str, float]:
+    """Median ms of every pure-numpy formulation of the blend product feats (P, K) @ basis (K, N) we know of:
+    one GEMM, column chunks (smaller packed panels), the transposed orientation, and two Python threads each
+    running single-threaded GEMMs on half the columns. Their minimum bounds what a numpy path can do here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    P, N = feats.shape[0], basis.shape[1]
+    out = np.empty((P, N), np.float32)
+    basis_t, out_t, feats_t = np.ascontiguousarray(basis.T), np.empty((N, P), np.float32), np.ascontiguousarray(feats.T)
+
+    def chunked(w: int, lo: int = 0, hi: int = N) -> None:
+        for s in range(lo, hi, w):
+            np.matmul(feats, basis[:, s:min(s + w, hi)], out=out[:, s:min(s + w, hi)])
+
+    fns = {"one GEMM": lambda: np.matmul(feats, basis, out=out),
+           "transposed GEMM": lambda: np.matmul(basis_t, feats_t, out=out_t)}
+    for w in (2048, 8192):
+        fns[f"{w}-column chunks"] = lambda w=w: chunked(w)
+    res = {k: float(np.median(_time(f, iters))) for k, f in fns.items()}
+    local = _openblas_local_threads()
+    if local is not None and not SINGLE_THREAD:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(local, 1).result()
+            old = local(1)
+            try:
+                half = N // 2
+
+                def two() -> None:
+                    f = pool.submit(chunked, half, 0, half)
+                    chunked(half, half, N)
+                    f.result()
+
+                res["two threads x 1-thread GEMM"] = float(np.median(_time(two, iters)))
+            finally:
+                local(old)
+                pool.submit(local, old).result()
+    del basis_t
+    return res
+
+
+def numpy_sparse_skin_ms(weights_t: np.ndarray, P: int, iters: int) -> float:
+    """The skinning-transform product done sparsely in numpy (gather the few joints of each vertex, weight, add),
+    the alternative to the dense (V, 55) @ (55, 12 P) GEMM."""
+    from ..runtime.smplx.native import sparse_weights
+
+    idx, val = sparse_weights(weights_t)
+    A = np.random.default_rng(1).standard_normal((weights_t.shape[0], 12 * P)).astype(np.float32)
+    out, tmp = (np.empty((idx.shape[0], 12 * P), np.float32) for _ in range(2))
+
+    def run() -> None:
+        np.multiply(A[idx[:, 0]], val[:, :1], out=out)
+        for k in range(1, idx.shape[1]):
+            np.take(A, idx[:, k], axis=0, out=tmp)
+            np.multiply(tmp, val[:, k:k + 1], out=tmp)
+            np.add(out, tmp, out=out)
+
+    return float(np.median(_time(run, iters)))
+
+
+def worker_breakdown(model: str, iters: int, P: int = 16) -> dict[str, Any]:
     """Where the numpy path's time goes at P people: its two GEMMs alone, and what bounds them on this machine."""
     from ..runtime.smplx.skinning import NUM_BLEND, SMPLXModel
 
@@ -109,11 +186,15 @@ def worker_breakdown(model: str, iters: int, P: int = 16) -> dict[str, float]:
         "skin_gemm_ms": _time(lambda: m._skin_transforms(A, T), iters),
         "basis_read_ms": _time(lambda: m.blend_basis.sum(), iters),  # one pass over the 61 MB basis
     }
-    out = {k: float(np.median(v)) for k, v in med.items()}
+    out: dict[str, Any] = {k: float(np.median(v)) for k, v in med.items()}
     out["blend_gemm_gflops"] = 2 * P * NUM_BLEND * 3 * m.num_verts / out["blend_gemm_ms"] / 1e6
     out["skin_gemm_gflops"] = 2 * P * 12 * 55 * m.num_verts / out["skin_gemm_ms"] / 1e6
     out["basis_bytes"] = float(m.blend_basis_nbytes)
     out["people"] = float(P)
+    variants = numpy_blend_variants(m.blend_basis, feats, iters)
+    out["numpy_blend_variants_ms"] = variants
+    out["numpy_blend_best_ms"] = min(variants.values())
+    out["numpy_sparse_skin_ms"] = numpy_sparse_skin_ms(m.weights_t, P, iters)
     nat = SMPLXModel.load(model, backend="auto")
     if nat.native is not None:  # the compiled kernels' two stages, on the same inputs
         from ..runtime.smplx.native import TILE
@@ -133,6 +214,24 @@ def worker_breakdown(model: str, iters: int, P: int = 16) -> dict[str, float]:
             lambda: nk.skin(v_posed, Ac, nat._w_idx, nat._w_val, w34, v_cam, v_world), iters)))
         out["native_blend_gflops"] = 2 * P * NUM_BLEND * 3 * m.num_verts / out["native_blend_ms"] / 1e6
         out["native_kw"] = float(nat._w_idx.shape[1])
+    return out
+
+
+def least_disturbed(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine breakdown runs figure by figure: the smallest of each time (*_ms, also inside nested dicts), the
+    largest of each rate (*_gflops), the rest from the first run; numpy_blend_best_ms stays the minimum of the
+    combined formulations."""
+    def comb(key: str, vals: list[Any]) -> Any:
+        if isinstance(vals[0], dict):
+            return {k: comb(key, [v[k] for v in vals]) for k in vals[0]}
+        if key.endswith("_ms"):
+            return min(vals)
+        return max(vals) if key.endswith("_gflops") else vals[0]
+
+    out = {k: comb(k, [r[k] for r in runs]) for k in runs[0]}
+    if "numpy_blend_variants_ms" in out:
+        out["numpy_blend_best_ms"] = min(out["numpy_blend_variants_ms"].values())
+    out["runs"] = len(runs)
     return out
 
 
@@ -316,17 +415,32 @@ def markdown(report: dict) -> str:
               + ("met." if num >= 3 else "**not met**.")]
     bd = report.get("numpy_breakdown_16")
     if bd:
-        lines += ["", f"Where the numpy time goes at {int(bd['people'])} people (medians, separate process): total "
+        lines += ["", f"Where the numpy time goes at {int(bd['people'])} people (medians in each of "
+                  f"{int(bd.get('runs', 1))} separate processes, the least disturbed of each figure): total "
                   f"{bd['total_ms']:.2f} ms; the blend GEMM (shape + expression + pose basis, "
                   f"{bd['basis_bytes'] / 1e6:.0f} MB) {bd['blend_gemm_ms']:.2f} ms at "
                   f"{bd['blend_gemm_gflops']:.0f} GFLOP/s (OpenBLAS with only 16 rows; a plain read of the basis "
                   f"takes {bd['basis_read_ms']:.2f} ms); the skinning-transform GEMM {bd['skin_gemm_ms']:.2f} ms at "
                   f"{bd['skin_gemm_gflops']:.0f} GFLOP/s; the rest (forward kinematics, applying the per-vertex "
                   f"transforms, layout changes, landmarks, world transform) "
-                  f"{bd['total_ms'] - bd['blend_gemm_ms'] - bd['skin_gemm_ms']:.2f} ms. smplx eager runs the same two "
-                  "products (in MKL), so numpy cannot go much further: that is why the compiled kernels exist."]
+                  f"{bd['total_ms'] - bd['blend_gemm_ms'] - bd['skin_gemm_ms']:.2f} ms."]
+        if "numpy_blend_best_ms" in bd:
+            budget = report["results"]["torch-smplx"]["16"]["best_round_median_ms"] / 3
+            skin = min(bd["skin_gemm_ms"], bd["numpy_sparse_skin_ms"])
+            floor = bd["numpy_blend_best_ms"] + skin
+            tried = ", ".join(f"{k} {v:.2f} ms" for k, v in bd["numpy_blend_variants_ms"].items())
+            lines += ["", f"**Can pure numpy reach 3x?** A lower bound for any numpy path on this machine: the "
+                      f"fastest numpy formulation of the blend product ({tried}) takes "
+                      f"{bd['numpy_blend_best_ms']:.2f} ms, and the cheaper numpy form of the skinning-transform "
+                      f"product (dense GEMM {bd['skin_gemm_ms']:.2f} ms; sparse gather "
+                      f"{bd['numpy_sparse_skin_ms']:.2f} ms) {skin:.2f} ms: {floor:.2f} ms before forward "
+                      "kinematics or any per-vertex pass, against a 3x budget of "
+                      f"{budget:.2f} ms (the smplx forward's least-disturbed median / 3): "
+                      + ("**out of numpy's reach here**; smplx eager runs the same two products (in MKL). That is "
+                         "why the default CPU path compiles these two stages." if floor > budget else
+                         "within reach in principle.")]
         if "native_total_ms" in bd:
-            lines += ["", f"The compiled kernels at {int(bd['people'])} people (same process): total "
+            lines += ["", f"The compiled kernels at {int(bd['people'])} people (same processes): total "
                       f"{bd['native_total_ms']:.2f} ms; the blend product {bd['native_blend_ms']:.2f} ms at "
                       f"{bd['native_blend_gflops']:.0f} GFLOP/s (register tiles of 8 people x 16 columns over a "
                       f"blocked basis, against OpenBLAS's {bd['blend_gemm_gflops']:.0f}); the sparse skinning "
@@ -384,7 +498,9 @@ def run_all(model: str | None, rounds: int, iters: int, out_dir: Path) -> dict:
     res_all = {m: {v: {str(P): _stats(samples[m][v][P]) for P in PEOPLE} for v in variants} for m in modes}
     cmd = [sys.executable, "-m", "human3r_edge.benchmarks.smplx_bench", "--worker", "numpy-breakdown", "--model",
            model, "--iters", str(max(iters, 20))]
-    breakdown = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    breakdown = least_disturbed([  # like the main table: several processes, the least disturbed of each figure
+        json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+        for _ in range(min(rounds, 5))])
     report = {
         "machine": {**machine(), "loadavg_before": load_before, "loadavg_after": _loadavg()},
         "rounds": rounds, "iters": iters, "model_note": note,

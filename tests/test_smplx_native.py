@@ -59,6 +59,30 @@ def test_native_model_keeps_one_basis_copy(pair):
     assert not nat.blend_basis.flags.writeable
 
 
+def test_scratch_buffers_are_only_those_a_path_uses(pair):
+    """The compiled path asks for v_posed alone: a native model does not hold the numpy stages' transforms
+    (8 MB per 16 people). Buffers grow to the largest P and are reused for smaller ones."""
+    nat, ref = pair
+    x = random_params(np.random.default_rng(5), 16)
+
+    def scratch(model, *args):
+        got = {}
+        t = threading.Thread(target=lambda: (model.skin(*args), got.update(model._workspace.bufs)))
+        t.start()
+        t.join()
+        return got
+
+    assert set(scratch(nat, *x)) == {"v_posed"}
+    bufs = scratch(ref, *x)
+    assert set(bufs) == {"v_posed", "T", "planar", "tmp"} and bufs["T"].shape[0] == 16
+    ref.skin(*x)  # this (main) thread's own buffers, grown to 16 people
+    big = {k: v.ctypes.data for k, v in ref._workspace.bufs.items()}
+    small = random_params(np.random.default_rng(6), 3)
+    a = ref.skin(*small)
+    assert {k: v.ctypes.data for k, v in ref._workspace.bufs.items()} == big  # reused, not reallocated
+    assert np.abs(a.v_cam - nat.skin(*small).v_cam).max() <= 2e-6
+
+
 def test_concurrent_calls_from_threads(pair):
     nat, _ = pair
     inputs = [random_params(np.random.default_rng(100 + i), 6) for i in range(4)]

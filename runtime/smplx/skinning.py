@@ -185,27 +185,28 @@ class SMPLXModel:
         feats[:, NUM_BETAS:NUM_COEFFS] = expression
         feats[:, NUM_COEFFS:] = (R[:, POSE_JOINTS] - np.eye(3, dtype=np.float32)).reshape(P, NUM_POSE_FEATS)
 
-        ws = self._workspace.get(P)  # this thread's scratch buffers (reused across calls)
+        ws = self._workspace  # this thread's scratch buffers (reused across calls)
         J = self.j_template + (feats[:, :NUM_COEFFS] @ self.j_dirs).reshape(P, NUM_JOINTS, 3)  # (P, 55, 3)
         v_cam = np.empty((P, NUM_VERTS, 3), dtype=np.float32)
         v_world = None if c2w is None else np.empty((P, NUM_VERTS, 3), dtype=np.float32)
         if self.native is not None:
             featsT = np.zeros((NUM_BLEND, -(-P // TILE) * TILE), dtype=np.float32)
             featsT[:, :P] = feats.T
-            v_posed = ws["v_posed"]  # (P, 3, V) planar
+            v_posed = ws.get("v_posed", P)  # (P, 3, V) planar
             self.native.blend(featsT, P, self._basis_blk, self.template, v_posed.reshape(P, 3 * NUM_VERTS))
         else:
-            v_posed = self._blend(feats, ws["v_posed"])  # (P, 3, V) planar
+            v_posed = self._blend(feats, ws.get("v_posed", P))  # (P, 3, V) planar
         A, j_skel = self._transforms(R, J, rotmat[:, 0], transl)  # (P, 55, 3, 4), (P, 55, 3)
         if self.native is not None and self.native_skinning:
             world34 = None if c2w is None else np.ascontiguousarray(c2w[:3, :4], dtype=np.float32)
             self.native.skin(v_posed, np.ascontiguousarray(A), self._w_idx, self._w_val, world34, v_cam, v_world)
             return self._joints_and_result(v_cam, v_world, j_skel, c2w)
-        T = self._skin_transforms(A, ws["T"])  # (P, 3, 4, V)
+        T = self._skin_transforms(A, ws.get("T", P))  # (P, 3, 4, V)
         world = None if c2w is None else np.ascontiguousarray(c2w[:3, :].T)  # (4, 3) = [R^T; t]
+        planar_ws, tmp_ws = ws.get("planar", P), ws.get("tmp", P)
 
         def finish(lo: int, hi: int) -> None:
-            planar = self._apply(T[lo:hi], v_posed[lo:hi], ws["planar"][lo:hi], ws["tmp"][lo:hi])  # (n, 4, V)
+            planar = self._apply(T[lo:hi], v_posed[lo:hi], planar_ws[lo:hi], tmp_ws[lo:hi])  # (n, 4, V)
             # matmul with a transposed view lets BLAS do the planar -> interleaved copy (cheaper than numpy's)
             np.matmul(planar[:, :3].transpose(0, 2, 1), _EYE3, out=v_cam[lo:hi])
             if world is not None and v_world is not None:  # [x y z 1] @ [R^T; t]: translation in the same call
@@ -303,21 +304,23 @@ class SMPLXModel:
 
 
 class _Workspace(threading.local):
-    """Per-thread scratch buffers, grown to the largest P seen (fresh 10+ MB buffers per call cost page faults)."""
+    """Per-thread scratch buffers, each grown to the largest P seen (fresh 10+ MB buffers per call cost page
+    faults) and allocated only when a stage asks for it: the compiled path needs v_posed alone, so a native
+    model never holds the numpy stages' 8 MB per 16 people of transforms."""
+
+    _SHAPES = {"v_posed": (3, NUM_VERTS), "T": (3, 4, NUM_VERTS), "planar": (4, NUM_VERTS), "tmp": (NUM_VERTS,)}
 
     def __init__(self) -> None:
-        self.capacity = 0
         self.bufs: dict[str, np.ndarray] = {}
 
-    def get(self, P: int) -> dict[str, np.ndarray]:
-        if P > self.capacity:
-            V = NUM_VERTS
-            planar = np.empty((P, 4, V), dtype=np.float32)
-            planar[:, 3] = 1.0  # homogeneous coordinate, never overwritten
-            self.bufs = {"v_posed": np.empty((P, 3, V), dtype=np.float32), "T": np.empty((P, 3, 4, V), np.float32),
-                         "planar": planar, "tmp": np.empty((P, V), dtype=np.float32)}
-            self.capacity = P
-        return {k: v[:P] for k, v in self.bufs.items()}  # leading-axis slices stay contiguous
+    def get(self, name: str, P: int) -> np.ndarray:
+        buf = self.bufs.get(name)
+        if buf is None or buf.shape[0] < P:
+            buf = np.empty((P,) + self._SHAPES[name], dtype=np.float32)
+            if name == "planar":
+                buf[:, 3] = 1.0  # homogeneous coordinate, never overwritten
+            self.bufs[name] = buf
+        return buf[:P]  # a leading-axis slice stays contiguous
 
 
 _POOL: ThreadPoolExecutor | None = None
