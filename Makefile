@@ -8,16 +8,39 @@ STUBS  := .typing
 # torch is installed first and pinned: the CPU wheel lies on disk; any looser spec downloads GBs of CUDA.
 TORCH_PIN := torch==2.13.0
 TRT_STUBS_PIN := tensorrt-stubs==10.13.0.35.1
+TOOLS  := .tools
+GLTF_VALIDATOR_PIN := gltf-validator@2.0.0-dev.3.10
 
-.PHONY: setup test demo typecheck stubs clean bench gpu-check
+.PHONY: setup test test-fast demo typecheck clean gpu-check gst-deps c-example
 
-setup: $(STAMP) $(STUBS)/.stamp
+setup: $(STAMP) $(STUBS)/.stamp $(TOOLS)/.stamp gst-deps
+
+# The GStreamer element (docs/gstreamer.md) needs gst-launch/gst-inspect, the Python plugin loader, PyGObject and
+# the C headers: .ci/apt-gstreamer.sh checks them with dpkg on every setup and installs what is missing (apt, root
+# only; elsewhere it prints the apt-get line). Its tests skip without them, except on CI (CI=true).
+gst-deps:
+	bash .ci/apt-gstreamer.sh
+
+# The C program that embeds the element, built against pkg-config gstreamer-1.0 (Debian libgstreamer1.0-dev).
+C_EXAMPLE ?= build/human3r_pipeline
+c-example: $(C_EXAMPLE)
+$(C_EXAMPLE): examples/c/human3r_pipeline.c
+	mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -o $@ $< $$(pkg-config --cflags --libs gstreamer-1.0)
+
+# Test tools of the viewer and the exporters: Debian's chromium (apt, root only: .ci/apt-viewer.sh) and Khronos's
+# glTF validator (npm, into $(TOOLS)/). Missing ones are reported; their tests skip, except on CI (CI=true).
+$(TOOLS)/.stamp: .ci/apt-viewer.sh
+	bash .ci/apt-viewer.sh
+	if command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --no-audit --no-fund --prefix $(TOOLS) $(GLTF_VALIDATOR_PIN) && touch $@; \
+	else echo "setup | npm not found: the glTF validator is not installed. Hint: apt-get install npm" >&2; fi
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e '.[export,dev]'
+	$(PIP) install -q -e '.[export,dev,viewer]'
 	touch $(STAMP)
 
 # Published tensorrt-stubs depend on the `tensorrt` download stub, hence --no-deps; the shipped stubs are
@@ -29,6 +52,10 @@ $(STUBS)/.stamp: $(STAMP) export/trt_stubs.py
 
 test: setup
 	$(PY) -m pytest -q
+
+# The edit loop: everything but the tests marked slow (> ~30 s each on the 2-core CI machine); `make test` runs all.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 typecheck: setup
 	$(PY) -m mypy

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from human3r_edge.runtime.errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
 COUNTED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum", "FusedMatMul", "FusedConv", "Attention",
                "MultiHeadAttention")

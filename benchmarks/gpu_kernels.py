@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..runtime.errors import BackendUnavailable, Human3RError, msg
-from .smplx_bench import PEOPLE, RESULTS, gpu_bytes_per_frame, make_inputs
+from human3r_edge.errors import BackendUnavailable, Human3RError, msg
+from human3r_edge.benchmarks.smplx_bench import PEOPLE, RESULTS, gpu_bytes_per_frame, make_inputs
 
 FRAMES = {"1080p": (1080, 1920), "720p": (720, 1280)}
 
@@ -90,8 +90,8 @@ def copy_bandwidth(driver: Any, nbytes: int = 1 << 30, iters: int = 20) -> dict[
 
 
 def bench_skinning(driver: Any, model_path: str, iters: int) -> list[dict]:
-    from ..runtime.smplx.gpu import CudaSkinner
-    from ..runtime.smplx.skinning import SMPLXModel
+    from human3r_edge.runtime.smplx.gpu import CudaSkinner
+    from human3r_edge.runtime.smplx.skinning import SMPLXModel
 
     rows = []
     for dtype in ("float32", "float16"):
@@ -101,9 +101,9 @@ def bench_skinning(driver: Any, model_path: str, iters: int) -> list[dict]:
             x = make_inputs(P)
             args = (x["rotmat"], x["betas"], x["expression"], x["transl"], x["c2w"])
             got, want = sk.skin(*args), model.skin(*args)
-            err = max(float(np.abs(g - w).max()) for g, w in ((got.v_cam, want.v_cam), (got.j_cam, want.j_cam),
-                                                                (got.v_world, want.v_world),
-                                                                (got.j_world, want.j_world)))
+            pairs = [(got.v_cam, want.v_cam), (got.j_cam, want.j_cam), (got.v_world, want.v_world),
+                     (got.j_world, want.j_world)]
+            err = max(float(np.abs(g - w).max()) for g, w in pairs if g is not None and w is not None)
             dev = _stats(_event_ms(driver, lambda: sk.launch(*args), iters))
             call = _stats(_wall_ms(driver, lambda: sk.skin(*args), iters))
             moved = gpu_bytes_per_frame(P, 4 if dtype == "float32" else 2)
@@ -116,8 +116,8 @@ def bench_skinning(driver: Any, model_path: str, iters: int) -> list[dict]:
 
 
 def bench_preprocess(driver: Any, iters: int, size: int = 512, mhmr_res: int = 896) -> list[dict]:
-    from ..kernels.preprocess_gpu import CudaPreprocessor
-    from ..runtime.preprocess import pad_image, preprocess_rgb
+    from human3r_edge.runtime.preprocess_gpu import CudaPreprocessor
+    from human3r_edge.runtime.preprocess import pad_image, preprocess_rgb
 
     pre = CudaPreprocessor(size, mhmr_res)
     rng = np.random.default_rng(0)
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     model = a.model
     note = str(model)
     if model is None:
-        from ..runtime.smplx.synthetic import write_synthetic_smplx
+        from human3r_edge.runtime.smplx.synthetic import write_synthetic_smplx
         tmp = tempfile.TemporaryDirectory()
         model = str(write_synthetic_smplx(tmp.name, compress=False))
         note = "synthetic SMPL-X (runtime/smplx/synthetic.py, seed 7; official sizes)"

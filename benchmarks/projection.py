@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from human3r_edge.runtime.errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("672S", "672B", "672L", "896L")
@@ -68,7 +68,7 @@ def variant_counts(name: str, width: int, height: int, max_people: int, export_d
     """FLOPs, weights, state and activation estimate of one variant's lean deployment graphs."""
     from human3r_edge.runtime.config import get_config
 
-    from .flops import count_export, summarize, torch_stage_flops
+    from human3r_edge.benchmarks.flops import count_export, summarize, torch_stage_flops
 
     cfg = get_config(name)
     meta = torch_stage_flops(cfg, width, height, max_people, lean=True, activation_itemsize=2)

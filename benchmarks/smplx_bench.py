@@ -19,17 +19,20 @@ The GPU section is a PROJECTION (bytes each kernel must move / memory bandwidth)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from human3r_edge.benchmarks import machine
 
 PEOPLE = (1, 4, 16)
 SINGLE_THREAD = False  # set in worker processes started for the single-thread CPU-time measurement
@@ -78,7 +81,7 @@ def _time(fn, iters: int, warmup: int = 3) -> list[float]:
 
 # ------------------------------------------------------------------------------------------ workers
 def worker_numpy(model: str, iters: int, blend_dtype: str, backend: str = "numpy") -> dict[int, list[float]]:
-    from ..runtime.smplx.skinning import SMPLXModel, project_points
+    from human3r_edge.runtime.smplx.skinning import SMPLXModel, project_points
 
     m = SMPLXModel.load(model, blend_dtype=np.dtype(blend_dtype), backend=backend)
     res = {}
@@ -124,10 +127,10 @@ def numpy_blend_variants(basis: np.ndarray, feats: np.ndarray, iters: int) -> di
         for s in range(lo, hi, w):
             np.matmul(feats, basis[:, s:min(s + w, hi)], out=out[:, s:min(s + w, hi)])
 
-    fns = {"one GEMM": lambda: np.matmul(feats, basis, out=out),
+    fns: dict[str, Callable[[], Any]] = {"one GEMM": lambda: np.matmul(feats, basis, out=out),
            "transposed GEMM": lambda: np.matmul(basis_t, feats_t, out=out_t)}
     for w in (2048, 8192):
-        fns[f"{w}-column chunks"] = lambda w=w: chunked(w)
+        fns[f"{w}-column chunks"] = functools.partial(chunked, w)
     res = {k: float(np.median(_time(f, iters))) for k, f in fns.items()}
     local = _openblas_local_threads()
     if local is not None and not SINGLE_THREAD:
@@ -153,7 +156,7 @@ def numpy_blend_variants(basis: np.ndarray, feats: np.ndarray, iters: int) -> di
 def numpy_sparse_skin_ms(weights_t: np.ndarray, P: int, iters: int) -> float:
     """The skinning-transform product done sparsely in numpy (gather the few joints of each vertex, weight, add),
     the alternative to the dense (V, 55) @ (55, 12 P) GEMM."""
-    from ..runtime.smplx.native import sparse_weights
+    from human3r_edge.runtime.smplx.native import sparse_weights
 
     idx, val = sparse_weights(weights_t)
     A = np.random.default_rng(1).standard_normal((weights_t.shape[0], 12 * P)).astype(np.float32)
@@ -171,7 +174,7 @@ def numpy_sparse_skin_ms(weights_t: np.ndarray, P: int, iters: int) -> float:
 
 def worker_breakdown(model: str, iters: int, P: int = 16) -> dict[str, Any]:
     """Where the numpy path's time goes at P people: its two GEMMs alone, and what bounds them on this machine."""
-    from ..runtime.smplx.skinning import NUM_BLEND, SMPLXModel
+    from human3r_edge.runtime.smplx.skinning import NUM_BLEND, SMPLXModel
 
     m = SMPLXModel.load(model, backend="numpy")
     x = make_inputs(P)
@@ -197,7 +200,7 @@ def worker_breakdown(model: str, iters: int, P: int = 16) -> dict[str, Any]:
     out["numpy_sparse_skin_ms"] = numpy_sparse_skin_ms(m.weights_t, P, iters)
     nat = SMPLXModel.load(model, backend="auto")
     if nat.native is not None:  # the compiled kernels' two stages, on the same inputs
-        from ..runtime.smplx.native import TILE
+        from human3r_edge.runtime.smplx.native import TILE
 
         featsT = np.zeros((NUM_BLEND, -(-P // TILE) * TILE), np.float32)
         featsT[:, :P] = feats.T
@@ -320,34 +323,13 @@ def projection() -> dict:
 
 
 # ------------------------------------------------------------------------------------------ machine, report
-def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-            "cpu_count": os.cpu_count()}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-        info["cpu_model"] = fields.get("Model name", "").strip()
-        info["cores"] = fields.get("CPU(s)", "").strip()
-        info["threads_per_core"] = fields.get("Thread(s) per core", "").strip()
-        info["hypervisor"] = fields.get("Hypervisor vendor", "").strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["cpu_model"] = platform.processor()
+def torch_info() -> dict:
+    """torch's version and thread count, for the torch variants (None where torch is not installed)."""
     try:
         import torch
-        import smplx  # noqa: F401
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
     except ImportError:
-        info["torch"] = None
-    return info
-
-
-def _loadavg() -> list[float] | None:
-    """1/5/15-minute load averages (other processes share the CPU: recorded next to the timings)."""
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except (OSError, ValueError):
-        return None
+        return {"torch": None}
+    return {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
 def _stats(rounds: list[list[float]]) -> dict:
@@ -376,11 +358,14 @@ def markdown(report: dict) -> str:
     lines = [
         "# SMPL-X skinning on the CPU: compiled kernels and numpy vs smplx-torch eager, and a GPU projection",
         "",
-        f"Measured on **{m.get('cpu_model', '?')}**, {m.get('cores', '?')} CPUs ({m.get('hypervisor') or 'bare'}"
+        f"Measured on **{m.get('cpu', '?')}**, {m.get('cores', '?')} CPUs ({m.get('hypervisor') or 'bare'}"
         f" VM), numpy {m['numpy']}, torch {m.get('torch')}; {report['rounds']} rounds x {report['iters']} "
         f"iterations per variant, each variant in its own process, variants taking turns. "
         f"Model: {report['model_note']}. Load average before/after (after includes this run's own processes): "
-        f"{m.get('loadavg_before')} / {m.get('loadavg_after')}. Compiled kernels: {report.get('native_status')}.",
+        f"{m.get('loadavg_before')} / {m.get('loadavg_after')}; other processes used "
+        f"{100 * m.get('foreign_cpu_share', 0.0):.0f} % of the CPU during the run "
+        f"({'quiet' if m.get('quiet') else 'busy: the wall-clock figures are disturbed, read the CPU-time table'})."
+        f" Compiled kernels: {report.get('native_status')}.",
         "",
         "Command: `python -m human3r_edge.benchmarks.smplx_bench`. Each frame skins P people into camera and world"
         " vertices and joints (+ 2D joints). `native` is SMPLXModel's default CPU path (kernels/smplx_cpu.c,"
@@ -469,15 +454,15 @@ def markdown(report: dict) -> str:
 def run_all(model: str | None, rounds: int, iters: int, out_dir: Path) -> dict:
     tmp = None
     if model is None:
-        from ..runtime.smplx.synthetic import write_synthetic_smplx
+        from human3r_edge.runtime.smplx.synthetic import write_synthetic_smplx
         tmp = tempfile.TemporaryDirectory()
         model = str(write_synthetic_smplx(tmp.name, compress=False))
         note = "synthetic SMPL-X (runtime/smplx/synthetic.py, seed 7; dense-layout arrays of the official sizes)"
     else:
         note = str(model)
-    load_before = _loadavg()
+    host, cpu_before = machine.describe(), machine.cpu_snapshot()
     variants = ["native", "numpy", "torch-human3r", "torch-smplx", "numpy-fp16"]
-    from ..runtime.smplx.native import load_native, native_status
+    from human3r_edge.runtime.smplx.native import load_native, native_status
 
     if load_native() is None:  # compiled once here; the workers load the cached library
         raise SystemExit(f"smplx_bench: the compiled kernels are unavailable ({native_status()})")
@@ -502,7 +487,7 @@ def run_all(model: str | None, rounds: int, iters: int, out_dir: Path) -> dict:
         json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
         for _ in range(min(rounds, 5))])
     report = {
-        "machine": {**machine(), "loadavg_before": load_before, "loadavg_after": _loadavg()},
+        "machine": {**machine.finish(host, cpu_before), **torch_info()},
         "rounds": rounds, "iters": iters, "model_note": note,
         "results": res_all["wall"], "results_cpu_time_1_thread": res_all["cpu1"],
         "projection": json.loads(json.dumps(projection())), "numpy_breakdown_16": breakdown,

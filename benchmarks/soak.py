@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,44 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from human3r_edge.benchmarks import machine
+from human3r_edge.benchmarks.frames import synthetic_frames
+from human3r_edge.benchmarks.memory import rss_bytes
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def synthetic_frames(width: int, height: int, n: int = 32, seed: int = 0) -> list[np.ndarray]:
-    """n RGB uint8 frames (height, width, 3): colour ramps, a pan and moving blobs."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    frames = []
-    for i in range(n):
-        img = np.empty((height, width, 3), np.float32)
-        img[..., 0] = 120 + 70 * np.cos((xx + 3 * i) / 53.0 + yy / 71.0)
-        img[..., 1] = 110 + 60 * yy / height
-        img[..., 2] = 90 + 80 * np.sin((xx + 3 * i) / 37.0)
-        for k in range(2):
-            cx, cy = (0.3 + 0.4 * k) * width + 2 * i * (1 - 2 * k), 0.55 * height
-            img[(xx - cx) ** 2 / 144 + (yy - cy) ** 2 / 900 < 1] = (40 + 160 * k, 60, 200 - 160 * k)
-        img += rng.normal(0, 4, size=img.shape).astype(np.float32)
-        frames.append(np.clip(img, 0, 255).astype(np.uint8))
-    return frames
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,7 +64,7 @@ def soak(args: argparse.Namespace) -> dict:
     opts = {"intra_op_threads": args.threads} if args.threads and args.backend.startswith("ort") else {}
     backend = open_backend(args.backend, args.engines, **streaming_backend_options(args.backend, opts))
     w, h = backend.spec.resolution
-    frames = synthetic_frames(int(w * 2.5), int(h * 2.5))
+    frames = synthetic_frames(int(w * 2.5), int(h * 2.5), 32)
     state_names = [p.input for g in backend.spec.graphs for p in g.state]
     lat = np.zeros(args.frames, np.float64)
     cpu = np.zeros(args.frames, np.float64)
@@ -113,6 +79,7 @@ def soak(args: argparse.Namespace) -> dict:
     session = Session(backend, SMPLXModel.load(smplx_path),
                       SessionOptions(ttt3r=True, reset_interval=args.reset_interval,
                                      max_remembered=args.max_remembered or None))
+    host, cpu_before = machine.describe(args.threads), machine.cpu_snapshot()
     t0 = time.perf_counter()
     with session:
         for i in range(args.frames):
@@ -145,11 +112,11 @@ def soak(args: argparse.Namespace) -> dict:
         bar.close()
     if tmpdir is not None:
         tmpdir.cleanup()
-    return _report(args, backend, lat, cpu, checks, finite, people, wall)
+    return _report(args, backend, lat, cpu, checks, finite, people, wall, machine.finish(host, cpu_before))
 
 
 def _report(args: argparse.Namespace, backend, lat: np.ndarray, cpu: np.ndarray, checks: list[dict], finite: bool,
-            people: int, wall: float) -> dict:
+            people: int, wall: float, host: dict) -> dict:
     n = lat.shape[0]
     warm = min(args.warmup, max(n - 1, 0))
     base = next((c for c in checks if c["frame"] >= warm), checks[-1])
@@ -182,7 +149,7 @@ def _report(args: argparse.Namespace, backend, lat: np.ndarray, cpu: np.ndarray,
         "load_average_at_end": list(load), "latency_floor_drift_percent": floor,
         "pass": {"rss_drift_lt_2pct": bool(drift < 2.0), "state_finite": finite,
                  "latency_stable_15pct": bool(stable < 15.0), "latency_floor_stable_15pct": bool(floor < 15.0)},
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": host,
         "checks": checks,
         "command": "python -m human3r_edge.benchmarks.soak " + " ".join(sys.argv[1:]),
     }
@@ -205,6 +172,10 @@ def write_results(result: dict, out: Path) -> tuple[Path, Path]:
     r = result
     lines = [f"# Soak: {r['config']} {r['resolution'][0]}x{r['resolution'][1]} on {r['backend']}", "",
              f"Machine: {r['machine']['cpu']} ({r['machine']['cores']} cores). Command: `{r['command']}`", "",
+             ("Machine quiet during the run." if r["machine"].get("quiet") else
+              f"**The machine was busy: other processes used {100 * r['machine'].get('foreign_cpu_share', 0.0):.0f} %"
+              " of the CPU during the run; latencies are not representative, the RSS drift and state checks are.**"),
+             "",
              "| frames | FPS | RSS after warm-up | RSS end | drift | peak | state finite | latency drift | CPU-time "
              "drift |", "|---|---|---|---|---|---|---|---|---|",
              f"| {r['frames']} | {r['fps']:.1f} | {r['rss_mb']['after_warmup']:.1f} MB | {r['rss_mb']['end']:.1f} MB "

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from human3r_edge.runtime.config import Human3RConfig, get_config
-from human3r_edge.runtime.errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
 UNTRAINED_NOTE = ("UNTRAINED: seeded random weights made by `human3r-edge make-assets` (seed {seed}); outputs are "
                   "not meaningful. Use the official Human3R checkpoints for real results.")
@@ -125,7 +125,7 @@ def normalize_heads_(model: Any, img: np.ndarray) -> dict[str, list[float]]:
     [-1, 1] has the HEAD_TARGETS mean and std; signs are kept. Returns the applied scales. In place."""
     import torch
 
-    from .model.blocks import make_rope
+    from human3r_edge.export.model.blocks import make_rope
 
     x = torch.from_numpy(np.ascontiguousarray(img, np.float32)).reshape(1, 3, *img.shape[-2:])
     H, W = int(x.shape[-2]), int(x.shape[-1])
@@ -161,7 +161,7 @@ def set_mean_params_(model: Any, seed: int = 7) -> None:
     """Fill the SMPL-X head's init_* buffers from a synthetic smpl_mean_params (seeded, in a temp file)."""
     from human3r_edge.runtime.smplx.synthetic import write_mean_params
 
-    from .model import load_smpl_mean_params
+    from human3r_edge.export.model import load_smpl_mean_params
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_mean_params(Path(tmp) / "smpl_mean_params.npz", seed)
@@ -225,7 +225,7 @@ def random_model(cfg: Human3RConfig, seed: int = 0, calibrate: bool = True, peop
     """A seeded random-weight Human3R (eval mode, CPU) with synthetic mean params; optionally calibrated."""
     from human3r_edge.runtime.preprocess import pad_image
 
-    from .model import build_model
+    from human3r_edge.export.model import build_model
 
     model = build_model(cfg)
     randomize_(model, seed)

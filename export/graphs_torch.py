@@ -18,10 +18,10 @@ from torch import nn
 from human3r_edge.runtime.graphs import DECODER, ENCODER, LEAN_DROPPED, SMPL_HEAD, graph_specs
 from human3r_edge.runtime.iospec import GraphSpec
 
-from .model import Human3R
-from .model.blocks import ROPE_BASE, Rope, key_bias
-from .model.postprocess import dense_outputs, pose_output, rgb_output
-from .model.rope import grid_positions, rope_tables, state_positions
+from human3r_edge.export.model import Human3R
+from human3r_edge.export.model.blocks import ROPE_BASE, Rope, key_bias
+from human3r_edge.export.model.postprocess import dense_outputs, pose_output, rgb_output
+from human3r_edge.export.model.rope import grid_positions, rope_tables, state_positions
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int32": torch.int32, "int64": torch.int64,
                  "bool": torch.bool, "uint8": torch.uint8}

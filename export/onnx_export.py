@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from human3r_edge.runtime.errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 from human3r_edge.runtime.graphs import DECODER, LEAN_DROPPED, check_resolution, graph_specs
 from human3r_edge.runtime.iospec import SPEC_FILE, ExportSpec, GraphSpec
 
@@ -146,8 +146,8 @@ def trace_graph(spec: GraphSpec, module: Any, workdir: Path, opset: int, weights
     import torch
     from onnx.external_data_helper import load_external_data_for_model
 
-    from .graphs_torch import example_inputs
-    from .onnx_passes import fold_static, int32_gather_indices, load_small_external_data
+    from human3r_edge.export.graphs_torch import example_inputs
+    from human3r_edge.export.onnx_passes import fold_static, int32_gather_indices, load_small_external_data
 
     path = workdir / f"{spec.name}.onnx"
     with torch.no_grad(), warnings.catch_warnings():
@@ -183,9 +183,9 @@ def export_model(model: Any, out_dir: str | os.PathLike, opts: ExportOptions, ch
     """
     import torch
 
-    from .fp16 import convert_to_fp16
-    from .graphs_torch import build_graphs
-    from .onnx_passes import check_model, save_model, weight_bytes
+    from human3r_edge.export.fp16 import convert_to_fp16
+    from human3r_edge.export.graphs_torch import build_graphs
+    from human3r_edge.export.onnx_passes import check_model, save_model, weight_bytes
 
     out = Path(out_dir)
     try:
@@ -244,7 +244,10 @@ def export_model(model: Any, out_dir: str | os.PathLike, opts: ExportOptions, ch
                           lean=opts.lean, dropped_outputs=LEAN_DROPPED if opts.lean else (),
                           versions=tool_versions(), extra=extra)
     spec_out.save(out)
-    log(f"wrote {SPEC_FILE} and initial_state.npz")
+    from human3r_edge.runtime.integrity import write_checksums
+
+    write_checksums(out, [SPEC_FILE, "initial_state.npz", *extra["files"]])  # `run` verifies every byte
+    log(f"wrote {SPEC_FILE}, initial_state.npz and checksums.sha256")
     return spec_out
 
 
@@ -256,9 +259,9 @@ def export_structure(config: str, width: int, height: int, max_people: int = 16,
     nothing is written but small temporary files."""
     from human3r_edge.runtime.config import get_config
 
-    from .assets import randomize_
-    from .graphs_torch import build_graphs
-    from .model import build_model
+    from human3r_edge.export.assets import randomize_
+    from human3r_edge.export.graphs_torch import build_graphs
+    from human3r_edge.export.model import build_model
 
     opts = ExportOptions(width, height, max_people, lean)
     model = build_model(get_config(config))
@@ -273,7 +276,7 @@ def export_structure(config: str, width: int, height: int, max_people: int = 16,
 
 
 def _trt_check(out: Path, specs: list[GraphSpec]) -> dict[str, dict]:
-    from .trt_ops import check_onnx_trt_support, errors
+    from human3r_edge.export.trt_ops import check_onnx_trt_support, errors
 
     result = {}
     for s in specs:
@@ -312,14 +315,14 @@ def load_source(checkpoint: str | os.PathLike | None, config: str | None, random
             raise Human3RError(msg("export --random-weights", "needs --config", None,
                                    "one of tiny, 672S, 672B, 672L, 896L"))
         cfg = get_config(config)
-        from .assets import random_model
+        from human3r_edge.export.assets import random_model
 
         if log:
             log(f"random {cfg.name} weights (seed {seed}, untrained)")
         model, _ = random_model(cfg, seed, calibrate=False)
         return model, None, {"kind": "random", "config": cfg.name, "seed": int(seed), "calibrated": False}
-    from .checkpoint import load_checkpoint, load_state_dict_into
-    from .model import build_model
+    from human3r_edge.export.checkpoint import load_checkpoint, load_state_dict_into
+    from human3r_edge.export.model import build_model
 
     want = get_config(config) if config is not None else None
     if log:
@@ -337,6 +340,14 @@ def load_source(checkpoint: str | os.PathLike | None, config: str | None, random
         raise Human3RError(msg(f"checkpoint {checkpoint}", "tensors left unloaded", left[:10]))
     return model.eval(), ckpt.sha256, {"kind": "checkpoint", "path": str(Path(checkpoint).resolve()),
                                        "sha256": ckpt.sha256}
+
+
+def _remove_if_new(out: Path, existed: bool) -> None:
+    """After a failed export: remove --out when this export created it (never a folder that was there)."""
+    if not existed and out.is_dir():
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -358,17 +369,55 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
+def _check_out(out: Path) -> bool:
+    """--out before the (slow) checkpoint load: a folder, or creatable. Returns whether it exists already."""
+    if out.exists() and not out.is_dir():
+        raise Human3RError(msg(f"--out {out}", "exists and is not a folder", hint="give a folder path for --out"))
+    parent = out if out.exists() else out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise Human3RError(msg(f"--out {out}", "not writable", f"{parent} is not a writable folder",
+                               hint="choose another --out"))
+    return out.exists()
+
+
 def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    existed = True
     try:
         w, h = parse_resolution(args.resolution)
         opts = ExportOptions(w, h, args.max_people, args.lean, args.fp16, trt_check=not args.no_trt_check)
+        existed = _check_out(Path(args.out))
+        if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+            raise Human3RError(msg(f"--checkpoint {args.checkpoint}", "file not found"))
         say = None if args.quiet else (lambda s: print(f"export | {s}", file=sys.stderr, flush=True))
-        model, sha, source = load_source(args.checkpoint, args.config, args.random_weights, args.seed, say)
+        try:
+            model, sha, source = load_source(args.checkpoint, args.config, args.random_weights, args.seed, say)
+        except (Human3RError, KeyboardInterrupt, ModuleNotFoundError):
+            raise
+        except Exception as exc:  # whatever else a damaged checkpoint provokes: still the user's file
+            if args.checkpoint is None:
+                raise
+            raise Human3RError(msg(f"checkpoint {args.checkpoint}", "cannot be loaded",
+                                   f"{type(exc).__name__}: {str(exc)[:300]}", hint="the file is damaged or not a "
+                                   "Human3R checkpoint: download it again (compare its sha256)")) from exc
         spec = export_model(model, args.out, opts, sha, source, quiet=args.quiet)
     except Human3RError as exc:
+        _remove_if_new(Path(args.out), existed)
         print(f"human3r-edge export | {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        _remove_if_new(Path(args.out), existed)
+        print(f"human3r-edge export | interrupted; {args.out} holds no finished export", file=sys.stderr)
+        return 130
+    except ModuleNotFoundError as exc:  # torch / onnx: the [export] extra is not installed
+        _remove_if_new(Path(args.out), existed)
+        print("human3r-edge export | " + msg("exporting", "needs the [export] extra", f"no module {exc.name!r}",
+                                             hint="pip install 'human3r-edge[export]' (from the repository: "
+                                             "pip install -e '.[export]'; README: which torch to install)"),
+              file=sys.stderr)
+        return 3
     bad = [f for f, r in spec.extra.get("trt_ops", {}).items() if r["errors"]]
     size = sum(spec.extra["files"].values())
     print(f"export | {spec.config['name']} {w}x{h}, K={opts.max_people}{', lean' if opts.lean else ''}"

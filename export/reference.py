@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from human3r_edge.runtime.errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
-from .model import Human3R
-from .model.detection import DETECTION_THRESHOLD, find_humans, nms
-from .model.postprocess import pose_to_c2w
-from .model.scene import chain_poses, rotmat_to_rotvec, transform_points, unpad_image, weiszfeld_focal
-from .model.smplx_layer import SmplxLayer
-from .model.tracking import Tracker
+from human3r_edge.export.model import Human3R
+from human3r_edge.export.model.detection import DETECTION_THRESHOLD, find_humans, nms
+from human3r_edge.export.model.postprocess import pose_to_c2w
+from human3r_edge.export.model.scene import chain_poses, rotmat_to_rotvec, transform_points, unpad_image, weiszfeld_focal
+from human3r_edge.export.model.smplx_layer import SmplxLayer
+from human3r_edge.export.model.tracking import Tracker
 
 GOLDEN_THREADS = 2  # the goldens were recorded with 2 intra-op threads
 
@@ -342,11 +342,11 @@ def replay_golden(golden_dir: str | Path, backend: str = "torch", preprocessed: 
     """
     if backend != "torch":
         raise Human3RError(msg("replay_golden", "only the torch backend runs here", repr(backend),
-                               "'torch'", "other backends go through human3r_edge.runtime.replay"))
+                               "'torch'", "other backends go through human3r_edge.runtime.commands.replay"))
     gdir = Path(golden_dir)
     settings, meta = golden_settings(gdir, reference_npz)
     if model is None:
-        from .checkpoint import load_model
+        from human3r_edge.export.checkpoint import load_model
 
         loaded, _ = load_model(gdir / "checkpoint.pth")
         if not isinstance(loaded, Human3R):

@@ -20,7 +20,7 @@ import torch
 
 from human3r_edge.runtime.backends.base import Backend
 from human3r_edge.runtime.config import Human3RConfig
-from human3r_edge.runtime.errors import CheckpointError, Human3RError, msg
+from human3r_edge.errors import CheckpointError, Human3RError, msg
 from human3r_edge.runtime.iospec import ExportSpec
 
 
@@ -40,14 +40,14 @@ class TorchBackend(Backend):
 
     # ------------------------------------------------------------------ lifecycle
     def _activate_impl(self) -> None:
-        from .graphs_torch import build_graphs
+        from human3r_edge.export.graphs_torch import build_graphs
 
         threads = self.options.get("threads")
         if threads:
             torch.set_num_threads(int(threads))
         model = self.options.get("model") or self._load_model()
         want = Human3RConfig.from_dict(self.spec.config)
-        from .checkpoint import same_architecture
+        from human3r_edge.export.checkpoint import same_architecture
 
         if not same_architecture(model.cfg, want):
             raise CheckpointError(msg("torch backend", "the model is not the exported architecture",
@@ -73,7 +73,7 @@ class TorchBackend(Backend):
         if kind == "random":
             from human3r_edge.runtime.config import get_config
 
-            from .assets import random_model
+            from human3r_edge.export.assets import random_model
 
             model, _ = random_model(get_config(str(source["config"])), int(source["seed"]),
                                     calibrate=bool(source.get("calibrated", False)))
@@ -87,7 +87,7 @@ class TorchBackend(Backend):
             raise Human3RError(msg("torch backend", "the exported checkpoint is not there", str(path),
                                    hint="pass checkpoint=PATH to the backend (open_backend('torch', DIR, "
                                         "checkpoint=...))"))
-        from .checkpoint import load_model
+        from human3r_edge.export.checkpoint import load_model
 
         model, ckpt = load_model(path, keep_state_dict=False)
         want = self.spec.checkpoint_sha256
@@ -105,14 +105,7 @@ class TorchBackend(Backend):
 
     # ------------------------------------------------------------------ state
     def reset_state(self) -> None:
-        init = self.initial_state()
-        self._state = {}
-        for g in self.spec.graphs:
-            for p in g.state:
-                if p.input not in init:
-                    raise Human3RError(msg("initial_state.npz", "missing state", p.input, sorted(init)))
-                g.input(p.input).check(init[p.input], "initial state")
-                self._state[p.input] = torch.from_numpy(init[p.input].copy())
+        self._state = {p.input: torch.from_numpy(value.copy()) for p, _t, value in self._checked_initial_state()}
 
     def read_state(self, name: str) -> np.ndarray:
         if name not in self._state:

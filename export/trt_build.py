@@ -30,11 +30,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..runtime.backends.trt import (ENGINE_SUFFIX, EngineSidecar, engine_paths, sha256_file, verify_engine_io)
-from ..runtime.cuda_util import gpu_identity, make_logger, require_pycuda, require_tensorrt, trt_version_tuple
-from ..runtime.errors import BackendUnavailable, ConfigError, Human3RError, msg
-from ..runtime.iospec import SPEC_FILE, ExportSpec, GraphSpec
-from .trt_ops import PinnedNode, check_onnx_trt_support, errors, fp32_nodes
+from human3r_edge.runtime.backends.trt import (ENGINE_SUFFIX, EngineSidecar, activation_figures, engine_paths, sha256_file,
+                                    verify_engine_io)
+from human3r_edge.runtime.cuda_util import gpu_identity, make_logger, require_pycuda, require_tensorrt, trt_version_tuple
+from human3r_edge.errors import BackendUnavailable, ConfigError, Human3RError, msg
+from human3r_edge.runtime.iospec import SPEC_FILE, ExportSpec, GraphSpec
+from human3r_edge.export.trt_ops import PinnedNode, check_onnx_trt_support, errors, fp32_nodes
 
 MIN_WORKSPACE_MB = 16  # NVIDIA's suggested minimum build-time workspace; below it most tactics are skipped
 STRONG_TYPING_FROM = (10, 12)  # weak typing deprecated in 10.12, removed in 11
@@ -95,6 +96,15 @@ def source_onnx(onnx_dir: Path, g: GraphSpec, precision: str, typing: str) -> Pa
 
 
 # ------------------------------------------------------------------------------------------ FP32 pins
+def _float_layer(trt: Any, layer: Any) -> bool:
+    """A layer whose precision may be pinned: it computes in floating point. Shape and Constant layers, and any
+    layer with a non-float output (indices, shapes, masks), have no FP32 implementation to obey: pinning them
+    makes the build fail with "could not find any implementation" under OBEY_PRECISION_CONSTRAINTS."""
+    if layer.type in (trt.LayerType.SHAPE, trt.LayerType.CONSTANT):
+        return False
+    return all(layer.get_output(k).dtype in (trt.float32, trt.float16) for k in range(layer.num_outputs))
+
+
 def apply_fp32_pins(network: Any, pins: list[PinnedNode]) -> tuple[list[dict], list[str]]:
     """Set precision and float output types to FP32 on the layers of `pins` and on every normalisation /
     softmax / reduce layer. Returns (pinned layer records, pinned ONNX nodes that matched no layer).
@@ -120,8 +130,8 @@ def apply_fp32_pins(network: Any, pins: list[PinnedNode]) -> tuple[list[dict], l
             outs = [layer.get_output(k).name for k in range(layer.num_outputs)]
             pin = next((by_output[o] for o in outs if o in by_output), None)
         reason = pin.reason if pin is not None else forced.get(layer.type)
-        if reason is None:
-            continue
+        if reason is None or not _float_layer(trt, layer):
+            continue  # FP32 under OBEY_PRECISION_CONSTRAINTS exists only for float math
         layer.precision = trt.float32
         for k in range(layer.num_outputs):
             if layer.get_output(k).dtype in (trt.float32, trt.float16):
@@ -167,12 +177,20 @@ def make_progress_monitor(enabled: bool) -> Any:
 
 # ------------------------------------------------------------------------------------------ building
 def _load_timing_cache(config: Any, path: Path, logger: Any) -> Any:
+    """The timing cache in `path`, or a fresh one when TensorRT refuses it.
+
+    A cache is tied to the GPU and TensorRT version it was timed with: `set_timing_cache(cache, False)` returns
+    False for one from another device or version (a cache file shared between machines), and `ignore_mismatch`
+    would reuse timings that are wrong for this GPU. So: warn, start fresh (saved back after the build)."""
     data = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(data)
-    if cache is None and data:
-        print(f"build | timing cache {path} is unusable (other TensorRT version?); starting a fresh one",
-              file=sys.stderr)
-        cache = config.create_timing_cache(b"")
+    if cache is not None and config.set_timing_cache(cache, False):
+        return cache
+    if data:
+        why = "; ".join(logger.errors()[-1:]) or "unreadable"
+        print(f"build | timing cache {path} is from another GPU or TensorRT version ({why[:200]}); starting a "
+              "fresh one (keep one cache file per device and TensorRT version)", file=sys.stderr)
+    cache = config.create_timing_cache(b"")
     if cache is None or not config.set_timing_cache(cache, False):
         raise Human3RError(msg("timing cache", "could not be set", str(path), hint="; ".join(logger.errors()[-2:])))
     return cache
@@ -288,12 +306,13 @@ def build_engine(spec: ExportSpec, g: GraphSpec, onnx_dir: Path, out: Path, opts
                                "; ".join(logger.errors()[-3:])))
     verify_engine_io(engine, g, f"engine {engine_path.name}")
     mem = getattr(engine, "device_memory_size_v2", None)
+    per_context = int(mem if mem is not None else engine.device_memory_size)
     sc = EngineSidecar(
         graph=g.name, engine_file=engine_path.name, engine_sha256=sha256_file(engine_path), engine_bytes=len(data),
         onnx_file=src.name, onnx_sha256=sha256_file(src), onnx_path=str(src.resolve()), tensorrt_version=version,
         gpu_name=gpu[0], compute_capability=gpu[1], precision=opts.precision, typing=typing,
         flags=tuple(flag_names), builder_optimization_level=int(opts.opt_level), workspace_bytes=workspace,
-        device_memory_bytes=int(mem if mem is not None else engine.device_memory_size),
+        device_memory_bytes=per_context, activation=activation_figures(per_context, bool(g.state)),
         io=dataclasses.asdict(g), fp32_layers=tuple(records), unmatched_fp32_nodes=tuple(unmatched),
         build_seconds=round(time.perf_counter() - t0, 3),
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -23,7 +23,7 @@ from typing import Any
 import onnx
 from onnx import TensorProto
 
-from ..runtime.errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
 DATA = Path(__file__).resolve().parent / "data"
 SOURCE_FILE = DATA / "trt_ops_source.json"

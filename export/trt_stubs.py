@@ -9,10 +9,8 @@ The published stubs are generated from the pybind module and are not valid Pytho
 * `import tensorrt_libs`, a runtime-only package with no stubs;
 * no `py.typed` marker.
 
-It also writes `.typing/human3r_edge/`, a tree of relative symlinks that maps the repository folders to their
-import names (runtime/ -> human3r_edge.runtime, ...) the way setup.py's package_dir does; mypy cannot follow the
-editable install's import hook, and checking `runtime/` as a top-level package would break the `..runtime`
-imports of export/.
+The project's own package needs nothing here: the checkout's `human3r_edge/` holds committed symlinks to
+export/, runtime/, kernels/ and benchmarks/, which mypy reads from the repository root.
 
 The repair works on the token stream of every `def` signature (so docstrings and string defaults are never
 touched), then re-parses the result with `ast` and checks that the TensorRT 10 API the project relies on is
@@ -27,7 +25,6 @@ import ast
 import io
 import json
 import keyword
-import os
 import re
 import shutil
 import sys
@@ -35,7 +32,7 @@ import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..runtime.errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
 STUB_DIST = "tensorrt-stubs"
 STUB_PACKAGES = ("tensorrt", "tensorrt_bindings")
@@ -338,25 +335,6 @@ def write_repaired(out: Path, source_root: Path | None = None) -> list[RepairRep
     return reports
 
 
-PACKAGE_MAP = {"runtime": "runtime", "export": "export", "kernels": "kernels", "benchmarks": "benchmarks"}
-
-
-def write_package_map(out: Path, repo: Path) -> Path:
-    """`out/human3r_edge/` with relative symlinks to the repository's package folders (see module docstring)."""
-    pkg = Path(out) / "human3r_edge"
-    if pkg.is_symlink() or pkg.is_file():
-        pkg.unlink()
-    elif pkg.exists():
-        shutil.rmtree(pkg)
-    pkg.mkdir(parents=True)
-    src_pkg = repo / "human3r_edge"
-    links = {f.name: f for f in src_pkg.iterdir() if f.suffix == ".py"}
-    links.update({sub: repo / folder for sub, folder in PACKAGE_MAP.items() if (repo / folder).is_dir()})
-    for name, target in sorted(links.items()):
-        (pkg / name).symlink_to(os.path.relpath(target, pkg))
-    return pkg
-
-
 def _dist_version() -> str | None:
     from importlib import metadata
 
@@ -370,12 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m human3r_edge.export.trt_stubs", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".typing", help="folder for the repaired stubs (mypy_path)")
     parser.add_argument("--source", default=None, help="site-packages folder holding the stubs (default: installed)")
-    parser.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]),
-                        help="repository root for the human3r_edge package map")
     args = parser.parse_args(argv)
     try:
         reports = write_repaired(Path(args.out), Path(args.source) if args.source else None)
-        write_package_map(Path(args.out), Path(args.repo))
+        stale = Path(args.out) / "human3r_edge"  # the symlink farm earlier versions wrote: the checkout has it now
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
     except Human3RError as exc:
         print(f"trt_stubs | {exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, msg
+from human3r_edge.errors import ConfigError, msg
 
 INF = float("inf")
 
@@ -215,8 +215,11 @@ class Human3RConfig:
         order = ["freeze", "state_size", "state_pe", "pos_embed", "rgb_head", "pose_head", "msk_head",
                  "patch_embed_cls", "img_size", "head_type", "output_mode", "depth_mode", "conf_mode", "pose_mode",
                  "enc_embed_dim", "enc_depth", "enc_num_heads", "dec_embed_dim", "dec_depth", "dec_num_heads",
-                 "state_dec_num_heads", "local_mem_size", "landscape_only", "backbone", "mhmr_img_res",
-                 "dpt_feature_dim", "dpt_layer_dims"]
+                 "state_dec_num_heads", "ray_enc_depth", "local_mem_size", "landscape_only", "backbone",
+                 "mhmr_img_res", "dpt_feature_dim", "dpt_layer_dims"]
+        # every other field, in declaration order: written only when it differs from the default, so that the
+        # string round-trips through parse_model_string (a field left out would silently come back as default)
+        order += [f.name for f in dataclasses.fields(self) if f.name != "name" and f.name not in order]
         always = set(order[:20]) | {"landscape_only", "backbone", "mhmr_img_res"}
         for k in order:
             v = getattr(self, k)

@@ -5,7 +5,9 @@
   package, so "import succeeded" is not "TensorRT is installed": the check looks for the real module.
 * `CudaGraphs`: stream capture, instantiate, launch and destroy through libcuda, because pycuda has no CUDA-graph
   API. Every call's CUresult is checked. `open_libcuda` is the one place the shared library is opened.
-* `make_logger`: a TensorRT logger that keeps every message, so build and load errors can quote TensorRT.
+* `make_logger`: the process-wide TensorRT logger (TensorRT keeps only the first logger it is given and sends
+  every later builder's and runtime's messages there), which keeps the messages, so build and load errors can
+  quote TensorRT.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import ctypes
 import sys
 from typing import Any
 
-from .errors import BackendUnavailable, Human3RError, msg
+from human3r_edge.errors import BackendUnavailable, Human3RError, msg
 
 CAPTURE_MODE_THREAD_LOCAL = 1  # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
 
@@ -70,31 +72,53 @@ def gpu_identity(cuda: Any, device_id: int = 0) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ logging
+_LOGGER: tuple[Any, Any] | None = None  # (the tensorrt module, its one RecordingLogger)
+_MAX_MESSAGES = 10000
+
+
 def make_logger(echo_severity: str = "warning") -> Any:
-    """A `tensorrt.ILogger` that records (severity name, message) and prints those at `echo_severity` or worse."""
+    """The process-wide `tensorrt.ILogger`: records (severity name, message), prints those at `echo_severity` or
+    worse (the latest caller's level), and `errors()` returns the errors logged since this call.
+
+    One instance per process because TensorRT keeps one: a second logger passed to a Builder or Runtime is
+    ignored ("The logger passed into createInferBuilder differs from one already provided ...") and its
+    messages go to the first, so a per-call logger would miss the errors (e.g. the build's workspace diagnosis)."""
+    global _LOGGER
     import tensorrt as trt
 
     order = ["internal_error", "error", "warning", "info", "verbose"]
     if echo_severity not in order:
         raise Human3RError(msg("TensorRT log level", "unknown", repr(echo_severity), order))
-    limit = order.index(echo_severity)
+    if _LOGGER is not None and _LOGGER[0] is trt:
+        logger = _LOGGER[1]
+        logger.limit = order.index(echo_severity)
+        logger.start = len(logger.messages)
+        return logger
 
     class RecordingLogger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.messages: list[tuple[str, str]] = []
+            self.limit = order.index(echo_severity)
+            self.start = 0  # errors() reports from here: the latest make_logger() call
 
         def log(self, severity: trt.ILogger.Severity, message: str) -> None:
             level = int(severity)
             name = order[level] if 0 <= level < len(order) else str(severity)
             self.messages.append((name, message))
-            if level <= limit:
+            if len(self.messages) > _MAX_MESSAGES:
+                drop = len(self.messages) - _MAX_MESSAGES
+                del self.messages[:drop]
+                self.start = max(0, self.start - drop)
+            if level <= self.limit:
                 print(f"[TensorRT {name}] {message}", file=sys.stderr)
 
         def errors(self) -> list[str]:
-            return [m for s, m in self.messages if s in ("internal_error", "error")]
+            return [m for s, m in self.messages[self.start:] if s in ("internal_error", "error")]
 
-    return RecordingLogger()
+    logger = RecordingLogger()
+    _LOGGER = (trt, logger)
+    return logger
 
 
 # ------------------------------------------------------------------------------------------ CUDA graphs
@@ -152,3 +176,49 @@ class CudaGraphs:
             self._check(self.lib.cuGraphExecDestroy(ctypes.c_void_p(graph_exec)), "cuGraphExecDestroy")
         if graph:
             self._check(self.lib.cuGraphDestroy(ctypes.c_void_p(graph)), "cuGraphDestroy")
+
+
+# ------------------------------------------------------------------------------------------ producer streams
+def stream_handle_of(stream: Any) -> int | None:
+    """The CUstream handle of a caller's stream: an int, a pycuda Stream (.handle), a torch.cuda.Stream
+    (.cuda_stream) or a CuPy stream (.ptr); None for None."""
+    if stream is None:
+        return None
+    for attr in ("handle", "cuda_stream", "ptr"):
+        v = getattr(stream, attr, None)
+        if v is not None:
+            return int(v)
+    if isinstance(stream, int):
+        return int(stream)
+    raise Human3RError(msg("stream", "not a CUDA stream", type(stream).__name__,
+                           "an int handle, a pycuda Stream, a torch.cuda.Stream or a CuPy stream"))
+
+
+def producer_stream(cai: dict, stream: Any = None) -> int | None:
+    """What to wait for before reading a `__cuda_array_interface__` frame: the caller's `stream` when given, else
+    the interface's "stream" entry (an int handle; 1 is the legacy default stream, 2 per-thread). Returns -1 when
+    nothing says (no key: torch exports none), meaning "synchronise the whole context", and None when the
+    producer states no synchronisation is needed ("stream": None, CUDA array interface v3)."""
+    h = stream_handle_of(stream)
+    if h is not None:
+        return h
+    if "stream" not in cai:
+        return -1
+    v = cai["stream"]
+    return None if v is None else int(v)
+
+
+def wait_for_producer(cuda: Any, handle: int | None) -> None:
+    """Block until the producer's work is done: cuStreamSynchronize(handle), the whole context for -1, nothing
+    for None. The current context must be the frame's (the device's primary context for torch / CuPy)."""
+    if handle is None:
+        return
+    if handle == -1:
+        cuda.Context.synchronize()
+        return
+    lib = open_libcuda()
+    result = int(lib.cuStreamSynchronize(ctypes.c_void_p(handle)))
+    if result != 0:
+        raise Human3RError(msg("frame stream", "cuStreamSynchronize failed", f"CUresult {result}",
+                               "a live stream of the current CUDA context", "pass the stream that produced the "
+                               "frame, in the device's primary context"))

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import Human3RError, msg
-from .preprocess import unpad_uv
+from human3r_edge.errors import Human3RError, msg
+from human3r_edge.runtime.preprocess import unpad_uv
 
 DETECTION_THRESHOLD = 0.3  # hard-coded in the reference (apply_threshold(0.3, ...), inclusive)
 DINO_PATCH = 14

@@ -7,8 +7,9 @@ the encoder engine reads (`backend.device_buffer("img")`, `("img_mhmr")`); the e
 
 * A `__cuda_array_interface__` frame (a CUDA torch tensor, a CuPy array, a row-pitched GPU image) in uint8 is
   read where it lies: **zero-copy**. Its layout may be (H, W), (H, W, 1|3|4), C-contiguous or with a row pitch
-  (pixels contiguous within a row). If it names a producer stream, the whole context is synchronised first
-  (conservative: the producer's stream is not ours to wait on with an event).
+  (pixels contiguous within a row). It is read after its producer's work is done: the stream the caller passes
+  (`Session.step(frame, stream=...)`), else the interface's "stream" entry; a frame naming none (torch exports no
+  "stream" key) waits for the whole context.
 * A host frame is copied once (uint8, after the same normalisation as the CPU path) and preprocessed on the GPU.
 * A frame whose size does not preprocess to the export's resolution, or a device frame of another dtype or
   layout, takes the CPU path (`prepare` returns None and the Session handles it as on the CPU).
@@ -21,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from . import preprocess as pp
-from .errors import BackendUnavailable, Human3RError, msg
+from human3r_edge.runtime import preprocess as pp
+from human3r_edge.runtime.backends.capabilities import CudaContextProvider, adopted, takes_device_feeds
+from human3r_edge.errors import BackendUnavailable, Human3RError, msg
 
 IMG_INPUT, MHMR_INPUT = "img", "img_mhmr"
 
@@ -61,15 +63,14 @@ class GpuFramePreparer:
     """
 
     def __init__(self, backend: Any, size: int, square: int, *, driver: Any = None, compiler: Any = None) -> None:
-        from ..kernels.preprocess_gpu import CudaPreprocessor
+        from human3r_edge.runtime.preprocess_gpu import CudaPreprocessor
 
-        if not getattr(backend, "accepts_device_feeds", False):
+        if not takes_device_feeds(backend):
             raise BackendUnavailable(msg("GPU preprocessing", "backend has no device input buffers",
                                          getattr(backend, "name", type(backend).__name__),
                                          "a GPU backend (trt, ort-cuda, ort-trt)"))
-        ensure = getattr(backend, "ensure_cuda_context", None)
-        if ensure is not None and driver is None:
-            ensure()
+        if isinstance(backend, CudaContextProvider) and driver is None:
+            backend.ensure_cuda_context()
         self.backend = backend
         self.pre = CudaPreprocessor(size, square, driver=driver, compiler=compiler)
         self.driver = self.pre.driver
@@ -77,6 +78,15 @@ class GpuFramePreparer:
         self.size = int(size)
         self._img_host = self.driver.pagelocked_empty((3, self.height, self.width), np.float32)
         self.zero_copy_frames = 0  # device frames read in place (for tests and summaries)
+        adopted(backend, self)  # freed when the backend deactivates, while its CUDA context is still valid
+
+    def close(self) -> None:
+        """Free the kernels' buffers and the pinned staging (the backend calls this at deactivation)."""
+        self.pre.close()
+        free = getattr(getattr(self._img_host, "base", None), "free", None)
+        if callable(free):
+            free()
+        self._img_host = None
 
     def fits(self, h0: int, w0: int) -> bool:
         """True if an (h0, w0) frame preprocesses to the export's resolution (else the CPU path decides)."""
@@ -85,10 +95,15 @@ class GpuFramePreparer:
         except Human3RError:
             return False
 
-    def prepare(self, frame: Any, channel_order: str) -> tuple[np.ndarray, tuple[int, int]] | None:
+    def prepare(self, frame: Any, channel_order: str, stream: Any = None) -> tuple[np.ndarray, tuple[int, int]] | None:
         """Preprocess `frame` into the encoder's input buffers. Returns (the CUT3R image (3, H, W) float32, a new
-        host array owned by the caller, and the source (h0, w0)), or None if the frame must take the CPU path."""
-        from .session import check_frame_size, normalize_frame
+        host array owned by the caller, and the source (h0, w0)), or None if the frame must take the CPU path.
+
+        stream: the caller's CUDA stream that produced a device frame (int handle, pycuda / torch / CuPy stream).
+        The frame is read only after that stream's work is done; without it, the interface's "stream" entry
+        decides, and a frame that names none (torch exports no "stream" key) waits for the whole context."""
+        from human3r_edge.runtime.cuda_util import producer_stream, wait_for_producer
+        from human3r_edge.runtime.frames import check_frame_size, normalize_frame
 
         order = str(channel_order).upper()
         cai = getattr(frame, "__cuda_array_interface__", None)
@@ -98,12 +113,11 @@ class GpuFramePreparer:
             check_frame_size(h0, w0)
             if not self.fits(h0, w0):
                 return None
-            if cai.get("stream") not in (None, 0):
-                self.driver.Context.synchronize()  # the producer's work on its stream must be done
+            wait_for_producer(self.driver, producer_stream(cai, stream))
             args: tuple = (ptr, h0, w0, c, pitch, order == "BGR" and c > 1)
             self.zero_copy_frames += 1
         else:
-            a = normalize_frame(frame)
+            a = normalize_frame(frame, stream=stream)
             h0, w0 = int(a.shape[0]), int(a.shape[1])
             if not self.fits(h0, w0):
                 return None

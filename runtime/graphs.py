@@ -13,9 +13,9 @@ Detection thresholding, NMS, slot filling, tracking, reset and pose chaining sta
 """
 from __future__ import annotations
 
-from .config import Human3RConfig
-from .errors import Human3RError, msg
-from .iospec import GraphSpec, StatePair, TensorSpec
+from human3r_edge.runtime.config import Human3RConfig
+from human3r_edge.errors import Human3RError, msg
+from human3r_edge.runtime.iospec import GraphSpec, StatePair, TensorSpec
 
 ENCODER, DECODER, SMPL_HEAD = "encoder", "decoder", "smpl_head"
 # Heads the runtime never uses: dropped by `export --lean`.

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
 SPEC_FILE = "export.json"
 _DTYPES = {"float32", "float16", "int32", "int64", "bool", "uint8"}

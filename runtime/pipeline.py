@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend, OnDevice
-from .config import Human3RConfig
-from .detect import Detections, Detector, nms3x3
-from .errors import Human3RError, msg
-from .geometry import PoseChain, intrinsics, pose_to_c2w, weiszfeld_focal
-from .graphs import DECODER, ENCODER, SMPL_HEAD
-from .tracking import Tracker
+from human3r_edge.runtime.backends.base import Backend, OnDevice
+from human3r_edge.runtime.config import Human3RConfig
+from human3r_edge.runtime.detect import Detections, Detector, nms3x3
+from human3r_edge.errors import Human3RError, msg
+from human3r_edge.runtime.geometry import PoseChain, intrinsics, pose_to_c2w, weiszfeld_focal
+from human3r_edge.runtime.graphs import DECODER, ENCODER, SMPL_HEAD
+from human3r_edge.runtime.tracking import Tracker
 
 SMPL_OUTPUTS = ("smpl_rotmat", "smpl_shape", "smpl_expression", "smpl_transl")
 DECODER_FETCH = ("camera_pose", "human_tokens", "pts3d_self", "conf_self")

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from PIL.ImageOps import exif_transpose
 
-from .errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
 PATCH = 16  # CUT3R patch size: the crop makes both sides multiples of it
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -39,13 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from . import preprocess as pp
-from .backends.base import ON_DEVICE, Backend
-from .errors import Human3RError, msg
-from .geometry import transform_points
-from .pipeline import FramePipeline, PipelineOptions, StepOutput
+from human3r_edge.runtime import preprocess as pp
+from human3r_edge.runtime.backends.base import ON_DEVICE, Backend
+from human3r_edge.runtime.backends.capabilities import takes_device_feeds
+from human3r_edge.errors import Human3RError, msg
+from human3r_edge.runtime.geometry import transform_points
+from human3r_edge.runtime.pipeline import FramePipeline, PipelineOptions, StepOutput
+from human3r_edge.runtime.frames import cover_crop, normalize_frame, to_image_u8
 
-MIN_SIDE = 16  # one CUT3R patch
 NUM_BODY_JOINTS, NUM_HAND_JOINTS = 21, 15
 
 
@@ -105,7 +106,7 @@ class Person:
         parts = {"global_orient": r[0:1], "body_pose": r[1:22], "left_hand_pose": r[22:37],
                  "right_hand_pose": r[37:52], "jaw_pose": r[52:53]}
         if rotation == "axis_angle":
-            from .geometry import rotmat_to_axis_angle
+            from human3r_edge.runtime.geometry import rotmat_to_axis_angle
 
             parts = {k: rotmat_to_axis_angle(v).reshape(-1) for k, v in parts.items()}
         elif rotation != "rotmat":
@@ -158,76 +159,6 @@ class PreparedFrame:
 
 
 # ------------------------------------------------------------------------------------------------ frames
-def to_host_frame(frame: Any) -> np.ndarray:
-    """Any supported frame object -> a numpy array view or copy (no dtype/shape normalisation yet)."""
-    if isinstance(frame, np.ndarray):
-        return frame
-    if hasattr(frame, "__cuda_array_interface__"):
-        return _cuda_to_host(frame.__cuda_array_interface__)
-    if hasattr(frame, "__dlpack__"):
-        try:
-            return np.from_dlpack(frame)
-        except (BufferError, RuntimeError, TypeError, ValueError) as exc:
-            raise Human3RError(msg("frame", "DLPack object numpy cannot read", f"{type(frame).__name__}: {exc}",
-                                   "a CPU array (HWC)", "copy device tensors to the host first")) from exc
-    if hasattr(frame, "__array_interface__") or hasattr(frame, "__array__"):
-        return np.asarray(frame)
-    raise Human3RError(msg("frame", "unsupported frame type", type(frame).__name__,
-                           "a numpy array, a DLPack object or a __cuda_array_interface__ object"))
-
-
-def _cuda_to_host(cai: dict) -> np.ndarray:
-    try:
-        import pycuda.driver as cuda  # noqa: F401  (lazy: only for device frames)
-    except ImportError as exc:
-        raise Human3RError(msg("frame", "device (CUDA) frame but pycuda is not installed", None,
-                               hint="pass a host numpy array, or install pycuda")) from exc
-    shape = tuple(int(s) for s in cai["shape"])
-    dtype = np.dtype(cai["typestr"])
-    if cai.get("strides") not in (None, tuple(np.empty(shape, dtype).strides)):
-        raise Human3RError(msg("frame", "non-contiguous device frame", cai.get("strides"),
-                               "a C-contiguous CUDA array", "call .contiguous() on it first"))
-    host = np.empty(shape, dtype)
-    cuda.memcpy_dtoh(host, int(cai["data"][0]))
-    return host
-
-
-def normalize_frame(frame: Any) -> np.ndarray:
-    """A frame as (H, W), (H, W, 1|3|4) uint8 (channel order untouched). Raises Human3RError on bad input."""
-    a = to_host_frame(frame)
-    if a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] in (1, 3, 4):
-        raise Human3RError(msg("frame", "channels-first layout", a.shape, "(H, W, C) channels-last",
-                               "transpose it, e.g. x.transpose(1, 2, 0)"))
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4)):
-        raise Human3RError(msg("frame", "unsupported shape", a.shape, "(H, W, 3), (H, W, 4), (H, W, 1) or (H, W)"))
-    check_frame_size(int(a.shape[0]), int(a.shape[1]))
-    if a.dtype == np.uint8:
-        return a
-    if a.dtype == np.uint16:
-        return (a >> 8).astype(np.uint8)
-    if a.dtype.kind == "f":
-        bad = int(np.count_nonzero(~np.isfinite(a)))
-        if bad:
-            raise Human3RError(msg("frame", "non-finite values (NaN/inf) in a float frame", f"{bad} values",
-                                   "finite RGB in [0, 1]"))
-        lo, hi = float(a.min()), float(a.max())
-        if lo < 0.0 or hi > 1.0:
-            raise Human3RError(msg("frame", "float frame outside [0, 1]", f"[{lo:g}, {hi:g}]", "values in [0, 1]",
-                                   "pass 0..255 pixels as uint8, or divide by 255"))
-        return np.rint(a.astype(np.float32) * np.float32(255.0)).astype(np.uint8)
-    raise Human3RError(msg("frame", "unsupported dtype", a.dtype, "uint8, uint16 or float in [0, 1]"))
-
-
-def check_frame_size(h: int, w: int) -> None:
-    """Refuse a frame smaller than one CUT3R patch (Human3RError)."""
-    if min(h, w) < MIN_SIDE:
-        raise Human3RError(msg("frame", f"smaller than one {MIN_SIDE}-px patch", f"{w}x{h}",
-                               f"at least {MIN_SIDE}x{MIN_SIDE} pixels"))
-
-
-def to_image_u8(img: np.ndarray) -> np.ndarray:
-    """(3, H, W) float32 in [-1, 1] -> (H, W, 3) uint8 (exact inverse of the preprocessing's normalisation)."""
-    return np.ascontiguousarray(np.rint((img + 1.0) * 127.5).clip(0, 255).astype(np.uint8).transpose(1, 2, 0))
 
 
 # ------------------------------------------------------------------------------------------------ session
@@ -257,7 +188,7 @@ class Session:
     def open(cls, export_dir: str | Path, backend: str = "ort-cpu", smplx_model: str | Path | None = None,
              options: SessionOptions = SessionOptions(), **backend_options: Any) -> "Session":
         """A Session over the export (ONNX or engine) directory `export_dir` with backend `backend`."""
-        from .backends import open_backend
+        from human3r_edge.runtime.backends import open_backend
 
         return cls(open_backend(backend, export_dir, **streaming_backend_options(backend, backend_options)),
                    smplx_model, options)
@@ -284,11 +215,11 @@ class Session:
             self._start_gpu_preprocessing()
 
     def _start_gpu_preprocessing(self) -> None:
-        from .device_frames import GpuFramePreparer
-        from .errors import BackendUnavailable
+        from human3r_edge.runtime.device_frames import GpuFramePreparer
+        from human3r_edge.errors import BackendUnavailable
 
         wanted = self.options.preprocessing == "gpu"
-        if not getattr(self.backend, "accepts_device_feeds", False):
+        if not takes_device_feeds(self.backend):
             if wanted:
                 raise Human3RError(msg("preprocessing='gpu'", "backend has no device input buffers",
                                        self.backend.name, "a GPU backend (trt, ort-cuda, ort-trt)",
@@ -324,19 +255,19 @@ class Session:
         return self.pipeline
 
     # ---------------------------------------------------------------------------------------------- frames
-    def prepare(self, frame: Any, channel_order: str | None = None) -> PreparedFrame:
+    def prepare(self, frame: Any, channel_order: str | None = None, *, stream: Any = None) -> PreparedFrame:
         """Host preprocessing of one frame (safe to call from a reader thread). channel_order overrides the
-        session's for this frame."""
+        session's for this frame; stream: see `step`."""
         tic = time.perf_counter()
         order = (channel_order or self.options.channel_order).upper()
         if self.gpu_preprocessor is not None:
-            got = self.gpu_preprocessor.prepare(frame, order)
+            got = self.gpu_preprocessor.prepare(frame, order, stream=stream)
             if got is not None:
                 img, hw = got
                 self._note_size(hw)
                 self._device_token += 1
                 return PreparedFrame(img, None, hw, (time.perf_counter() - tic) * 1e3, self._device_token)
-        a = normalize_frame(frame)
+        a = normalize_frame(frame, stream=stream)
         hw = (int(a.shape[0]), int(a.shape[1]))
         self._note_size(hw)
         img = self._to_model_image(a, order)
@@ -360,17 +291,22 @@ class Session:
         if shape == (self.height, self.width):
             return pp.preprocess_rgb(a, self.size, channel_order=order)
         if self.options.fit == "crop":
-            return _cover_crop(a, self.width, self.height, order)
+            return cover_crop(a, self.width, self.height, order)
         got = "an unusable size" if shape is None else f"{shape[1]}x{shape[0]}"
         raise Human3RError(msg("frame", "does not preprocess to the export resolution",
                                f"{w0}x{h0} -> {got}", f"{self.width}x{self.height} (WxH)",
                                "export at this resolution (human3r-edge export --resolution WxH), or use "
                                "SessionOptions(fit='crop') / --fit crop to crop frames to the export"))
 
-    def step(self, frame: Any, timestamp: float | None = None) -> FrameResult:
-        """Process one frame (see the module docstring for accepted inputs) -> its FrameResult."""
+    def step(self, frame: Any, timestamp: float | None = None, *, stream: Any = None) -> FrameResult:
+        """Process one frame (see the module docstring for accepted inputs) -> its FrameResult.
+
+        stream: for a CUDA frame, the stream its producer wrote it on (an int CUstream handle, a pycuda Stream,
+        a torch.cuda.Stream or a CuPy stream; C pipelines pass their own). The frame is read only after that
+        stream's work is done. Without it, the frame's `__cuda_array_interface__` "stream" entry decides, and a
+        frame that names none (torch exports no "stream" key) waits for the whole CUDA context."""
         self._require()
-        return self.process(self.prepare(frame), timestamp)
+        return self.process(self.prepare(frame, stream=stream), timestamp)
 
     def process(self, prepared: PreparedFrame, timestamp: float | None = None) -> FrameResult:
         """Run an already prepared frame through the models and the host logic."""
@@ -393,7 +329,7 @@ class Session:
         preprocessed in a background thread, see video.py), a `video.FrameSource`, or any iterable of frames.
         Closing the iterator early stops the reader thread."""
         self._require()
-        from . import video
+        from human3r_edge.runtime import video
 
         if isinstance(source, (str, Path, int)):
             src: Any = video.open_source(source, queue_size=queue_size, transform=self.reader_transform,
@@ -484,29 +420,8 @@ def _iterate(src: Any) -> Iterable[Any]:
                                "a path, a camera index, a FrameSource or an iterable of frames")) from exc
 
 
-def _cover_crop(a: np.ndarray, width: int, height: int, order: str) -> np.ndarray:
-    """Resize (PIL, LANCZOS down / BICUBIC up) to cover width x height, centre-crop, normalise to [-1, 1]."""
-    from PIL import Image
-
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim == 3:
-        a = a[:, :, :3]
-        if order == "BGR":
-            a = a[:, :, ::-1]
-    img = Image.fromarray(np.ascontiguousarray(a)).convert("RGB")
-    w0, h0 = img.size
-    scale = max(width / w0, height / h0)
-    w1, h1 = max(width, round(w0 * scale)), max(height, round(h0 * scale))
-    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC
-    img = img.resize((w1, h1), resample)
-    left, top = (w1 - width) // 2, (h1 - height) // 2
-    img = img.crop((left, top, left + width, top + height))
-    return pp.u8_to_unit(np.asarray(img))
-
-
 def _load_smplx(path: str | Path) -> Any:
-    from .smplx.skinning import SMPLXModel  # lazy: the body model is optional
+    from human3r_edge.runtime.smplx.skinning import SMPLXModel  # lazy: the body model is optional
 
     return SMPLXModel.load(path)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
 DUSTBIN_ALPHA = -10.0  # log-score of matching a person to "nobody"
 SINKHORN_ITERS = 20

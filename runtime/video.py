@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 Transform = Callable[[np.ndarray], Any]
@@ -59,12 +59,18 @@ class FrameSource:
     description = "source"
 
     def __init__(self, queue_size: int = 4, transform: Transform | None = None, max_frames: int | None = None,
-                 stride: int = 1) -> None:
+                 stride: int = 1, skip_corrupt: bool = False) -> None:
         if not isinstance(queue_size, int) or queue_size < 1:
             raise Human3RError(msg("queue_size", "must be an int >= 1", queue_size))
         if not isinstance(stride, int) or stride < 1:
             raise Human3RError(msg("stride", "must be an int >= 1", stride))
         self.transform = transform
+        # skip_corrupt: an unreadable image of a folder is skipped and recorded in `skipped` instead of ending the
+        # stream, and a video that stops early is recorded in `stopped_early` instead of warned about: the caller
+        # reports incomplete input (`run` writes both into summary.json).
+        self.skip_corrupt = skip_corrupt
+        self.skipped: list[dict] = []  # {"position": source position, "file": name, "error": message}
+        self.stopped_early: tuple[int, int] | None = None  # (frames decoded, frames the container announced)
         self.max_frames = max_frames
         self.stride = stride
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -238,6 +244,9 @@ class VideoFile(FrameSource):
         ok, bgr = self._cap.read()
         if not ok or bgr is None:
             if self.frame_count and self._read and self._read < self.frame_count - 1:
+                self.stopped_early = (self._read, self.frame_count)
+                if self.skip_corrupt:
+                    return None
                 warnings.warn(msg(self.description, "decoding stopped early", f"{self._read} of "
                                   f"{self.frame_count} frames", hint="the file may be truncated"), stacklevel=1)
             return None
@@ -326,11 +335,16 @@ class ImageFolder(FrameSource):
         self._probe()
 
     def _read_next(self) -> tuple[np.ndarray, float | None] | None:
-        if self._next >= len(self.files):
-            return None
-        path = self.files[self._next]
-        self._next += 1
-        return read_image(path), None
+        while self._next < len(self.files):
+            path = self.files[self._next]
+            self._next += 1
+            try:
+                return read_image(path), None
+            except Human3RError as exc:
+                if not self.skip_corrupt:
+                    raise
+                self.skipped.append({"position": self._next - 1, "file": path.name, "error": str(exc)})
+        return None
 
 
 def open_source(source: str | os.PathLike | int, **kw: Any) -> FrameSource:

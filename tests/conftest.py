@@ -6,21 +6,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def goldens_root() -> Path:
-    """`$HUMAN3R_GOLDENS`, else `../shared/goldens` next to the repository."""
-    env = os.environ.get("HUMAN3R_GOLDENS")
-    return Path(env) if env else REPO.parent / "shared" / "goldens"
-
-
-def golden_dirs() -> list[Path]:
-    """Every golden folder (a folder holding golden.npz) under the goldens root, sorted."""
-    root = goldens_root()
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if (p / "golden.npz").is_file())
+from support.goldens import REPO, golden, golden_dirs, goldens_root, references  # noqa: F401  (re-exported)
 
 
 def _missing(what: str) -> None:
@@ -55,13 +41,32 @@ def synthetic_smplx(goldens: Path) -> Path:
 
 
 def pytest_generate_tests(metafunc):
-    """`golden_dir` parametrises a test over every golden folder (so a new golden is tested automatically)."""
-    if "golden_dir" in metafunc.fixturenames:
-        dirs = golden_dirs()
-        if not dirs:
-            metafunc.parametrize("golden_dir", [pytest.param(None, id="no-goldens")])
+    """`golden_dir` parametrises a test over every golden folder (so a new golden is tested automatically).
+
+    A test that also takes `reference` runs once per reference npz that the golden actually holds
+    (`golden.npz` always, `golden_nottt3r.npz` where present): an optional reference file is not a missing golden.
+    """
+    if "golden_dir" not in metafunc.fixturenames:
+        return
+    dirs = golden_dirs()
+    if "reference" in metafunc.fixturenames:
+        pairs = [(d, r) for d in dirs for r in references(d)]
+        if not pairs:
+            metafunc.parametrize("golden_dir,reference", [pytest.param(None, "golden.npz", id="no-goldens")])
         else:
-            metafunc.parametrize("golden_dir", dirs, ids=[d.name for d in dirs])
+            metafunc.parametrize("golden_dir,reference", pairs, ids=[f"{d.name}-{r}" for d, r in pairs])
+    elif not dirs:
+        metafunc.parametrize("golden_dir", [pytest.param(None, id="no-goldens")])
+    else:
+        metafunc.parametrize("golden_dir", dirs, ids=[d.name for d in dirs])
+
+
+@pytest.fixture
+def gold(golden_dir):
+    """The facts of the parametrised golden (`support.goldens.Golden`); fails under CI=true without goldens."""
+    if golden_dir is None:
+        _missing("golden folders")
+    return golden(golden_dir)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from human3r_edge.benchmarks.bench import GRAPH_STAGES, STAGES
+from human3r_edge.benchmarks.bench_settings import GRAPH_STAGES, STAGES
 
 
 @pytest.fixture(scope="module")

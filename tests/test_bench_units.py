@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from human3r_edge.benchmarks import bench, flops, peak, projection
+from human3r_edge.benchmarks import bench, bench_assets, bench_settings, flops, frames, memory, peak, projection
 from human3r_edge.runtime.config import get_config
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
 
 
 # ------------------------------------------------------------------------------------------ peak
@@ -134,7 +134,7 @@ def test_torch_meta_count_of_672S_matches_the_reference_anchor():
 def _records(frame_ms, graph_frac=0.9, people=2):
     out = []
     for f in frame_ms:
-        st = {k: 0.0 for k in bench.STAGES}
+        st = {k: 0.0 for k in bench_settings.STAGES}
         st.update(encoder=0.4 * f, decoder=0.5 * f, smpl_head=0.0, preprocess=0.1 * f)
         out.append({"frame_ms": f, "stages": st, "graph_ms": graph_frac * f, "people": people})
     return {"records": out}
@@ -152,8 +152,8 @@ def test_summary_percentiles_efficiency_and_overhead():
     assert b["efficiency"]["encoder"] == pytest.approx(1.0)
     assert b["efficiency"]["graphs"] == pytest.approx(1.0)
     assert b["overhead"]["outside_graphs_fraction_p50"] == pytest.approx(0.1)
-    assert set(b["stages"]) == set(bench.STAGES)
-    for k in bench.STAGES:
+    assert set(b["stages"]) == set(bench_settings.STAGES)
+    for k in bench_settings.STAGES:
         assert set(b["stages"][k]) >= {"p50", "p90", "p99"}
 
 
@@ -175,35 +175,35 @@ def test_comparison_and_targets():
 
 
 def test_peak_rss_tracking_sees_a_new_allocation():
-    if not bench.reset_peak_rss():
+    if not memory.reset_peak_rss():
         pytest.skip("/proc/self/clear_refs is not writable here: peak RSS cannot be reset")
-    before = bench.peak_rss_bytes()
+    before = memory.peak_rss_bytes()
     block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-    assert bench.peak_rss_bytes() >= before + 60 * 2**20
+    assert memory.peak_rss_bytes() >= before + 60 * 2**20
     del block
-    bench.release_memory()
-    assert bench.reset_peak_rss()
-    assert bench.peak_rss_bytes() < before + 32 * 2**20
+    memory.release_memory()
+    assert memory.reset_peak_rss()
+    assert memory.peak_rss_bytes() < before + 32 * 2**20
 
 
 def test_settings_validation():
     p = __import__("argparse").ArgumentParser()
-    bench.add_arguments(p)
-    s = bench.settings_from_args(p.parse_args(["--config", "tiny", "--threads", "1", "--ort-option",
+    bench_settings.add_arguments(p)
+    s = bench_settings.settings_from_args(p.parse_args(["--config", "tiny", "--threads", "1", "--ort-option",
                                                "allow_spinning=false"]))
     assert s.backends == ("torch", "ort-cpu") and s.threads == 1 and s.source_size == (640, 360)
     assert s.ort_options == (("allow_spinning", False),)
     for bad in (["--backends", "torch,foo"], ["--resolution", "500x288"], ["--frames", "0"],
                 ["--ort-option", "novalue"]):
         with pytest.raises(Human3RError):
-            bench.settings_from_args(p.parse_args(bad))
+            bench_settings.settings_from_args(p.parse_args(bad))
 
 
 def test_synthetic_frames_are_deterministic_and_preprocess_to_the_resolution():
     from human3r_edge.runtime.preprocess import preprocess_rgb
 
-    a = bench.synthetic_frames(640, 360, 2, seed=3)
-    b = bench.synthetic_frames(640, 360, 2, seed=3)
+    a = frames.synthetic_frames(640, 360, 2, seed=3)
+    b = frames.synthetic_frames(640, 360, 2, seed=3)
     assert a[0].dtype == np.uint8 and a[0].shape == (360, 640, 3)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[0], a[1])
@@ -217,10 +217,10 @@ def test_calibration_lets_exactly_the_asked_people_pass():
     from human3r_edge.runtime.preprocess import pad_image, preprocess_rgb
 
     model, _ = random_model(get_config("tiny"), 0, calibrate=False)
-    img = preprocess_rgb(bench.synthetic_frames(160, 120, 1)[0], 128)
+    img = preprocess_rgb(frames.synthetic_frames(160, 120, 1)[0], 128)
     mhmr, _ = pad_image(img, model.cfg.mhmr_img_res)
     for people in (1, 3):
-        bench.calibrate_detection(model, img, mhmr, people)
+        bench_assets.calibrate_detection(model, img, mhmr, people)
         with torch.inference_mode():
             scores, _ = model.detect(model.encode_human(torch.from_numpy(mhmr)[None]))
         assert int((nms(scores) >= 0.3).sum()) == people
@@ -258,3 +258,18 @@ def test_peak_module_cli_runs():
                           "--libraries", "numpy,ort"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "sgemm peak |" in out.stdout
+
+
+def test_one_machine_description_for_every_benchmark():
+    """bench, smplx_bench and soak describe the machine through benchmarks/machine.py, with the same keys."""
+    import inspect
+
+    from human3r_edge.benchmarks import machine, smplx_bench, soak
+
+    info = machine.describe(2)
+    assert {"cpu", "cores", "threads", "memory_bytes", "platform", "python", "numpy", "loadavg_before"} <= set(info)
+    done = machine.finish(info, machine.cpu_snapshot())
+    assert isinstance(done["quiet"], bool) and len(done["loadavg_after"]) == 3 and 0 <= done["foreign_cpu_share"]
+    for mod in (bench, smplx_bench, soak):
+        src = inspect.getsource(mod)
+        assert "machine.describe(" in src and "/proc/cpuinfo" not in src, mod.__name__

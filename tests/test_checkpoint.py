@@ -20,7 +20,9 @@ from torch import nn
 
 from human3r_edge.export import checkpoint as ck
 from human3r_edge.runtime.config import TINY_STRING, get_config, identify_preset, parse_model_string
-from human3r_edge.runtime.errors import CheckpointError
+from human3r_edge.errors import CheckpointError
+
+from support.goldens import golden  # noqa: E402
 
 TINY = get_config("tiny")
 
@@ -135,10 +137,15 @@ def test_golden_checkpoint_builds_and_loads_model(golden_ckpt):
     assert light.state_dict == {} and light.config == c.config
 
 
-def test_golden_checkpoint_with_other_variant_config_names_both(golden_ckpt):
-    with pytest.raises(CheckpointError, match=r"holds tiny weights.*asked for 896L"):
+def test_golden_checkpoint_with_other_variant_config_names_both(golden_ckpt, golden_dir):
+    own = golden(golden_dir).model_config()
+    held = identify_preset(own) or "custom"
+    with pytest.raises(CheckpointError, match=rf"holds {held}\b.*weights.*asked for 896L"):
         ck.load_model(golden_ckpt, config="896L")
-    assert ck.load_checkpoint(golden_ckpt, config=TINY_STRING).config.name == "tiny"
+    # the file's own constructor string is accepted, and names the same architecture
+    string = golden(golden_dir).config["checkpoint_args_model_string"]
+    got = ck.load_checkpoint(golden_ckpt, config=string).config
+    assert got is not None and got.replace(name=own.name) == own
 
 
 def test_big_endian_archive_is_byteswapped(golden_ckpt, tmp_path):

@@ -7,8 +7,8 @@ import argparse
 import numpy as np
 import pytest
 
-from human3r_edge.runtime import compare as C
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.runtime.commands import compare as C
+from human3r_edge.errors import Human3RError
 
 
 def _golden() -> dict[str, np.ndarray]:
@@ -119,3 +119,17 @@ def test_unreadable_file_fails_cleanly(tmp_path, capsys):
     assert rc == 1 and capsys.readouterr().out.strip().splitlines()[-1].startswith("FAILED")
     with pytest.raises(Human3RError, match="not found"):
         C.compare_files(tmp_path / "absent.npz", bad)
+
+
+def test_nothing_compared_is_a_failure(tmp_path, capsys):
+    """A golden with no data keys (or none shared with the output) proves nothing: FAILED, exit 1."""
+    import numpy as np
+
+    from human3r_edge.cli import main
+
+    np.savez(tmp_path / "out.npz", **{"meta/x": np.zeros(2), "meta/size_arg": np.array(128)})
+    np.savez(tmp_path / "golden.npz", **{"meta/y": np.zeros(2), "meta/size_arg": np.array(128)})
+    report = C.compare_files(tmp_path / "out.npz", tmp_path / "golden.npz")
+    assert not report.passed
+    assert main(["compare", str(tmp_path / "out.npz"), str(tmp_path / "golden.npz")]) == 1
+    assert "FAILED no data key compared (1 meta/ keys only)" in capsys.readouterr().out

@@ -11,7 +11,7 @@ import pytest
 from human3r_edge.runtime import preprocess as pp
 from human3r_edge.runtime.backends import open_backend
 from human3r_edge.runtime.device_frames import device_frame_layout
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
 from human3r_edge.runtime.session import PreparedFrame, Session, SessionOptions
 from support.exports import random_tiny_export
 from support.fake_gpu import fake_gpu  # noqa: F401  (fixture)
@@ -213,20 +213,28 @@ def test_real_gpu_zero_copy_frames_match_the_cpu():
 
 
 # ---------------------------------------------------------------------------------------------- ONNX Runtime
-def _host_bound_backends():
+def _host_bound_backends(gpu=None):
     """OrtBoundBackend (the ort-cuda / ort-trt code) on ONNX Runtime's CPU EP: IOBinding and ping-pong state in
-    host OrtValues; the second class also takes ON_DEVICE feeds, with host memory standing in for device memory
-    and the preprocessing kernels emulated (host_emu.fake_pycuda)."""
-    from human3r_edge.kernels.host_emu import fake_pycuda
+    host OrtValues; the second class also takes ON_DEVICE feeds through the strict pycuda stand-in `gpu` (its real
+    ensure_cuda_context / stream), the OrtValues' host memory mapped as device memory (cudaHostRegister-style,
+    same address) and the preprocessing kernels emulated (kernels/host_emu)."""
+    import ctypes
+
     from support.ort_cpu_bound import OrtCpuBoundBackend as HostBound
 
     class HostBoundDeviceFeeds(HostBound):
         accepts_device_feeds = True  # type: ignore[assignment]
-        stream = fake_pycuda.Stream()
         fed: list = []
+        mapped: list = []
 
-        def ensure_cuda_context(self):
-            return fake_pycuda.driver
+        def device_buffer(self, name):
+            ptr = super().device_buffer(name)
+            v = self._values[name]
+            n = int(np.prod(v.shape())) * np.dtype(v.numpy().dtype).itemsize
+            view = np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(ptr))
+            self.mapped.append(view)
+            gpu.dev.map_host(view, f"OrtValue {name}")
+            return ptr
 
         def _run_impl(self, graph, feeds, fetch):
             self.fed.append({k: type(v).__name__ for k, v in feeds.items()})
@@ -266,16 +274,13 @@ def test_iobinding_backend_matches_ort_cpu(onnx_export):
         HostBound(spec, onnx_export, strict_device=False).device_buffer("img")
 
 
-def test_ort_backends_take_kernel_written_device_feeds(onnx_export, monkeypatch):
+def test_ort_backends_take_kernel_written_device_feeds(onnx_export, fake_gpu):
     """GPU preprocessing on the ONNX Runtime GPU backends: the kernels write the session's input OrtValues
     (device_buffer = their data_ptr), run gets ON_DEVICE for both images, device frames are read in place, and
     the results equal the CPU preprocessing path."""
-    from human3r_edge.kernels import preprocess_gpu
-    from human3r_edge.kernels.host_emu import fake_pycuda
     from human3r_edge.runtime.iospec import ExportSpec
 
-    monkeypatch.setattr(preprocess_gpu, "_import_pycuda", lambda: (fake_pycuda.driver, fake_pycuda.compiler))
-    HostBound, HostBoundDeviceFeeds = _host_bound_backends()
+    HostBound, HostBoundDeviceFeeds = _host_bound_backends(fake_gpu)
     spec = ExportSpec.load(onnx_export)
     frames = [_frame(i) for i in range(3)]
     with Session(HostBoundDeviceFeeds(spec, onnx_export, strict_device=False), None, SessionOptions(skin=False, preprocessing="gpu")) as s:
@@ -284,6 +289,7 @@ def test_ort_backends_take_kernel_written_device_feeds(onnx_export, monkeypatch)
         assert be.device_buffer("img") == be.device_value("img").data_ptr()
         got = [s.step(f) for f in frames]
         held = np.ascontiguousarray(frames[0])
+        fake_gpu.dev.map_host(held, "a producer's device frame")
 
         class DeviceFrame:  # host memory stands in for device memory in this emulation
             __cuda_array_interface__ = {"shape": held.shape, "typestr": "|u1", "data": (held.ctypes.data, False),

@@ -14,10 +14,11 @@ from human3r_edge.export.checkpoint import sha256_file
 from human3r_edge.export.graphs_torch import build_graphs, example_inputs
 from human3r_edge.export.onnx_export import OPSET, ExportOptions, parse_resolution
 from human3r_edge.runtime.config import Human3RConfig
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
 from human3r_edge.runtime.graphs import DECODER, LEAN_DROPPED, graph_specs
 from human3r_edge.runtime.iospec import ExportSpec
 from support.exports import golden_export, random_tiny_export
+from support.goldens import golden
 
 # never in an exported graph: data-dependent shapes, control flow, ops TensorRT or ONNX lack
 FORBIDDEN_OPS = {"NonZero", "Einsum", "If", "Loop", "Scan", "Unique", "NonMaxSuppression", "Expm1", "Cross"}
@@ -25,7 +26,7 @@ FORBIDDEN_OPS = {"NonZero", "Einsum", "If", "Loop", "Scan", "Unique", "NonMaxSup
 
 @pytest.fixture
 def export_dir(golden_dir, require_golden, tmp_path_factory):
-    return golden_export(tmp_path_factory, golden_dir, max_people=4, fp16=True)  # made once per session
+    return golden_export(tmp_path_factory, golden_dir, fp16=True)  # made once per session
 
 
 @pytest.fixture
@@ -40,8 +41,9 @@ def test_files_and_spec(export_dir, golden_dir):
     spec = ExportSpec.load(export_dir)
     cfg_name = spec.config["name"]
     W, H = spec.resolution
-    want = graph_specs(Human3RConfig.from_dict(spec.config), W, H, 4)
-    assert [g.name for g in spec.graphs] == [g.name for g in want] and spec.max_people == 4
+    k = golden(golden_dir).slots
+    want = graph_specs(Human3RConfig.from_dict(spec.config), W, H, k)
+    assert [g.name for g in spec.graphs] == [g.name for g in want] and spec.max_people == k
     for g, w in zip(spec.graphs, want):
         assert g.inputs == w.inputs and g.outputs == w.outputs and g.state == w.state
         assert (export_dir / g.file).is_file() and g.fp16_file and (export_dir / g.fp16_file).is_file()
@@ -89,15 +91,17 @@ def test_onnx_runtime_equals_the_torch_graphs(export_dir, loaded):
 
     spec = ExportSpec.load(export_dir)
     W, H = spec.resolution
-    for (tspec, module), g in zip(build_graphs(loaded, W, H, 4), spec.graphs):
+    slots = spec.max_people
+    pad = [0] * (slots - 2)  # two valid people, the other slots empty
+    for (tspec, module), g in zip(build_graphs(loaded, W, H, slots), spec.graphs):
         inputs = list(example_inputs(tspec, seed=3))
         for k, t in enumerate(tspec.inputs):
             if t.name == "human_cell":
-                inputs[k] = torch.tensor([5, 2, 0, 0], dtype=torch.int32)
+                inputs[k] = torch.tensor([5, 2] + pad, dtype=torch.int32)
             elif t.name == "human_patch":
-                inputs[k] = torch.tensor([7, 30, 0, 0], dtype=torch.int32)
+                inputs[k] = torch.tensor([7, 30] + pad, dtype=torch.int32)
             elif t.name == "human_valid":
-                inputs[k] = torch.tensor([1.0, 1.0, 0.0, 0.0])
+                inputs[k] = torch.tensor([1.0, 1.0] + [0.0] * len(pad))
             elif t.name == "first":
                 inputs[k] = torch.zeros(1)
         with torch.inference_mode():
@@ -118,7 +122,7 @@ def test_initial_state(export_dir, loaded):
 
 
 def test_lean_export_drops_the_unused_heads(golden_dir, require_golden, tmp_path_factory, export_dir):
-    lean = golden_export(tmp_path_factory, golden_dir, max_people=4, lean=True)
+    lean = golden_export(tmp_path_factory, golden_dir, lean=True)
     spec = ExportSpec.load(lean)
     outs = {t.name for t in spec.graph(DECODER).outputs}
     assert spec.lean and set(spec.dropped_outputs) == set(LEAN_DROPPED) and not outs & set(LEAN_DROPPED)
@@ -170,7 +174,7 @@ def test_cli_checkpoint_of_another_variant(golden_dir, require_golden, tmp_path,
     assert rc == 2 and "exclude each other" in capsys.readouterr().err
     rc = cli(["export", "--checkpoint", str(tmp_path / "missing.pth"), "--resolution", "128x96",
               "--out", str(tmp_path / "e")])
-    assert rc == 2 and "not a file" in capsys.readouterr().err
+    assert rc == 2 and "file not found" in capsys.readouterr().err
 
 
 def test_cli_export_end_to_end(tmp_path, capsys):

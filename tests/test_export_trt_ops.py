@@ -17,7 +17,7 @@ def _problems(model):
 
 
 def test_tiny_export_passes_fp32_and_fp16(golden_dir, require_golden, tmp_path_factory):
-    d = golden_export(tmp_path_factory, golden_dir, max_people=4, fp16=True)
+    d = golden_export(tmp_path_factory, golden_dir, fp16=True)
     spec = ExportSpec.load(d)
     for g in spec.graphs:
         for name in (g.file, g.fp16_file):

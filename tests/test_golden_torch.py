@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from human3r_edge.runtime.compare import REQUIRED_PREFIXES, compare_dicts, format_report, tolerance_for
+from human3r_edge.runtime.commands.compare import REQUIRED_PREFIXES, compare_dicts, format_report, tolerance_for
+from support.goldens import golden
 
 
 @lru_cache(maxsize=4)
@@ -31,7 +32,6 @@ def _golden(golden_dir: Path, reference: str) -> dict:
         return {k: z[k] for k in z.files}
 
 
-@pytest.mark.parametrize("reference", ["golden.npz", "golden_nottt3r.npz"])
 def test_torch_replay_matches_golden(golden_dir, require_golden, reference):
     out = _replay(golden_dir, reference, True)
     ref = _golden(golden_dir, reference)
@@ -61,16 +61,21 @@ def test_raw_frames_give_the_same_outputs(golden_dir, require_golden):
 
 
 def test_reset_interval_segments(golden_dir, require_golden):
-    """reset_interval=3 on 6 frames: a duplicate step follows frames 2 and 5; the segment after a reset equals a
-    fresh run from the reset frame; the demo drops duplicates and chains poses through the reset frames."""
+    """reset_interval=3 on the golden's frames: a duplicate step follows frames 2, 5, ...; the segment after a reset
+    equals a fresh run from the reset frame; the demo drops duplicates and chains poses through the reset frames."""
     from human3r_edge.export.reference import StreamSettings, reset_schedule, run_sequence
 
     model = _model(golden_dir)
     z = np.load(golden_dir / "golden.npz")
-    imgs, mhmr = torch.from_numpy(z["input/img"]), torch.from_numpy(z["input/img_mhmr"])
+    kept_steps = golden(golden_dir).kept_step_index  # one model image per input frame (the golden's own resets dropped)
+    imgs, mhmr = torch.from_numpy(z["input/img"][kept_steps]), torch.from_numpy(z["input/img_mhmr"][kept_steps])
     F = imgs.shape[0]
+    assert F >= 5, "this check needs a golden of at least 5 frames"
     flags, kept = reset_schedule(F, 3)
-    assert flags == [False, False, True, False, False, False, True, False][:len(flags)]
+    want = []
+    for f in range(F):  # the reference: view['reset'] on frames with (f + 1) % 3 == 0, each followed by its duplicate
+        want += [True, False] if (f + 1) % 3 == 0 else [False]
+    assert flags == want
     out = run_sequence(model, imgs, mhmr, StreamSettings(True, 3, record_inter=True))
     fresh = run_sequence(model, imgs[2:5], mhmr[2:5], StreamSettings(True, 100, record_inter=True))
     assert out["meta/num_model_steps"] == F + F // 3

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from human3r_edge.kernels.host_emu import EmulationCompileError, compile_module, kernel_names
-from human3r_edge.kernels.host_emu import fake_pycuda
+from human3r_edge.kernels.host_emu import launch
+from support.fake_gpu import ContractViolation, fake_gpu, primary_gpu  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")),
                                 reason="the host emulation needs a C++ compiler (g++ or $CXX)")
@@ -180,8 +181,9 @@ def test_calling_convention_errors(mod):
         mod.get_function("not_an_entry")
 
 
-def test_fake_pycuda_allocations_and_source_module():
-    drv, comp = fake_pycuda.driver, fake_pycuda.compiler
+def test_stand_in_pycuda_allocations_and_source_module(primary_gpu):
+    """The pycuda stand-in (tests/support/fake_gpu) compiles SourceModule through host_emu.launch."""
+    drv, comp = primary_gpu.cuda, primary_gpu.compiler
     a = drv.mem_alloc(4000)
     assert int(a) % 256 == 0
     x = np.arange(1000, dtype=np.float32)
@@ -189,8 +191,9 @@ def test_fake_pycuda_allocations_and_source_module():
     y = np.empty_like(x)
     drv.memcpy_dtoh(y, a)
     np.testing.assert_array_equal(x, y)
-    with pytest.raises(ValueError, match="copy larger than the allocation"):
+    with pytest.raises(ContractViolation, match="past the end"):
         drv.memcpy_htod(a, np.zeros(2000, np.float32))
+    assert len(primary_gpu.take_violations()) == 1
     m = comp.SourceModule(SRC, no_extern_c=True, options=["-O3"], arch="sm_87")
     out = drv.mem_alloc(4000)
     m.get_function("shift_with_barrier")(a, out, np.int32(1000), block=(256, 1, 1), grid=(4, 1))
@@ -198,18 +201,31 @@ def test_fake_pycuda_allocations_and_source_module():
     np.testing.assert_array_equal(y, _shift_reference(x, 256))
 
 
+def test_stand_in_launches_with_the_same_argument_rules(primary_gpu):
+    """The one pycuda stand-in launches through host_emu.launch: a plain int pointer is pycuda's TypeError there
+    too (and recorded, so a swallowed one still fails the test)."""
+    drv = primary_gpu.cuda
+    a, out = drv.mem_alloc(4000), drv.mem_alloc(4000)
+    fn = primary_gpu.compiler.SourceModule(SRC, no_extern_c=True).get_function("shift_with_barrier")
+    with pytest.raises(TypeError, match="parameter #0.*plain Python int"):
+        fn(int(a), out, np.int32(1000), block=(256, 1, 1), grid=(4, 1))
+    assert len(primary_gpu.take_violations()) == 1
+    fn(a, out, np.int32(1000), block=(256, 1, 1), grid=(4, 1))
+    drv.Context.synchronize()
+
+
 def test_compile_errors_are_reported():
     with pytest.raises(EmulationCompileError, match="g\\+\\+ failed"):
         compile_module('extern "C" __global__ void k(float* x) { __shfl_down_sync(0xffffffff, x[0], 1); }')
 
 
-def test_fake_pycuda_refuses_what_real_pycuda_refuses():
+def test_launch_refuses_what_real_pycuda_refuses():
     """Real pycuda raises TypeError for a plain Python int/float kernel argument and passes a numpy array by value;
-    the emulation would run either, so the stand-in must refuse them (a real H200 run caught a plain-int device
-    pointer that the lenient stand-in had let through)."""
-    drv, comp = fake_pycuda.driver, fake_pycuda.compiler
-    a, out = drv.mem_alloc(4000), drv.mem_alloc(4000)
-    fn = comp.SourceModule(SRC, no_extern_c=True).get_function("shift_with_barrier")
+    the emulation would run either, so the launcher refuses them (a real H200 run caught a plain-int device
+    pointer that a lenient stand-in had let through)."""
+    x, y = np.zeros(1000, np.float32), np.zeros(1000, np.float32)
+    a, out = np.uintp(x.ctypes.data), np.uintp(y.ctypes.data)
+    fn = launch.load_source(SRC, no_extern_c=True).get_function("shift_with_barrier")
     with pytest.raises(TypeError, match="parameter #0.*plain Python int"):
         fn(int(a), out, np.int32(1000), block=(256, 1, 1), grid=(4, 1))
     with pytest.raises(TypeError, match="parameter #2.*plain Python int"):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from human3r_edge.kernels.host_emu import fake_pycuda
-from human3r_edge.kernels.preprocess_gpu import CudaPreprocessor, make_plan, pil_filter_tables
-from human3r_edge.runtime.errors import BackendUnavailable, Human3RError
+from human3r_edge.runtime.preprocess_gpu import CudaPreprocessor, make_plan, pil_filter_tables
+from human3r_edge.errors import BackendUnavailable, Human3RError
 from human3r_edge.runtime.preprocess import pad_image, preprocess_rgb
+from support.fake_gpu import fake_gpu, primary_gpu  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")),
                                 reason="the host emulation needs a C++ compiler (g++ or $CXX)")
@@ -25,9 +25,10 @@ def _frame(rng, h, w, c):
     return x[:, :, 0] if c == 0 else x
 
 
-@pytest.fixture(scope="module")
-def emu():
-    return dict(driver=fake_pycuda.driver, compiler=fake_pycuda.compiler)
+@pytest.fixture
+def emu(primary_gpu):
+    """The launcher on the strict stand-in (tests/support/fake_gpu), kernels run by the host emulation."""
+    return dict(driver=primary_gpu.cuda, compiler=primary_gpu.compiler)
 
 
 @pytest.mark.parametrize("h,w,c,size,R,order", [

@@ -10,11 +10,13 @@ import pytest
 
 from human3r_edge.kernels.build import kernel_source
 from human3r_edge.kernels.host_emu import compile_module
-from human3r_edge.kernels.host_emu import fake_pycuda
-from human3r_edge.runtime.errors import BackendUnavailable, Human3RError
+from human3r_edge.errors import BackendUnavailable, Human3RError
 from human3r_edge.runtime.smplx.gpu import CudaSkinner, device_constants
 from human3r_edge.runtime.smplx.skinning import NUM_BLEND, SMPLXModel
 from human3r_edge.runtime.smplx.synthetic import write_synthetic_smplx
+from support.fake_gpu import fake_gpu, primary_gpu  # noqa: F401  (fixtures)
+from support.goldens import golden
+from support.smplx_inputs import random_params
 
 
 pytestmark = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")),
@@ -32,35 +34,14 @@ def model(model_file):
     return SMPLXModel.load(model_file)
 
 
-def random_rotations(rng, n):
-    q = rng.normal(size=(n, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    w, x, y, z = q.T
-    R = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-                  2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-                  2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], 1)
-    return R.reshape(n, 3, 3).astype(np.float32)
-
-
-def random_params(rng, P):
-    rot = random_rotations(rng, P * 53).reshape(P, 53, 3, 3)
-    betas = rng.normal(size=(P, 10)).astype(np.float32) * 1.5
-    expr = rng.normal(size=(P, 10)).astype(np.float32) * 1.5
-    transl = (rng.normal(size=(P, 3)) + [0.0, 0.0, 5.0]).astype(np.float32)
-    c2w = np.eye(4, dtype=np.float32)
-    c2w[:3, :3] = random_rotations(rng, 1)[0]
-    c2w[:3, 3] = rng.normal(size=3)
-    return rot, betas, expr, transl, c2w
-
-
 def _max_err(a, b):
     return max(float(np.abs(getattr(a, k) - getattr(b, k)).max()) for k in ("v_cam", "j_cam", "v_world", "j_world",
                                                                               "transl_pelvis"))
 
 
 @pytest.mark.parametrize("P,order", [(1, "forward"), (3, "reverse"), (5, "shuffle")])
-def test_emulated_kernels_match_numpy(model, P, order):
-    sk = CudaSkinner(model, max_people=5, driver=fake_pycuda.driver, compiler=fake_pycuda.compiler)
+def test_emulated_kernels_match_numpy(model, P, order, primary_gpu):
+    sk = CudaSkinner(model, max_people=5, driver=primary_gpu.cuda)
     sk._module.default_order = order  # thread order inside each barrier phase
     rot, betas, expr, transl, c2w = random_params(np.random.default_rng(P), P)
     got, ref = sk.skin(rot, betas, expr, transl, c2w), model.skin(rot, betas, expr, transl, c2w)
@@ -71,16 +52,16 @@ def test_emulated_kernels_match_numpy(model, P, order):
     assert no_world.v_world is None and np.abs(no_world.v_cam - ref.v_cam).max() <= TOL
 
 
-def test_emulated_fp16_kernel_matches_fp16_numpy(model_file):
+def test_emulated_fp16_kernel_matches_fp16_numpy(model_file, primary_gpu):
     half = SMPLXModel.load(model_file, blend_dtype=np.float16)
-    sk = CudaSkinner(half, max_people=2, driver=fake_pycuda.driver, compiler=fake_pycuda.compiler)
+    sk = CudaSkinner(half, max_people=2, driver=primary_gpu.cuda)
     assert sk._blend.name == "smplx_blend_f16_kernel"
     rot, betas, expr, transl, c2w = random_params(np.random.default_rng(7), 2)
     assert _max_err(sk.skin(rot, betas, expr, transl, c2w), half.skin(rot, betas, expr, transl, c2w)) <= TOL
 
 
-def test_more_people_than_k_and_bad_input_are_clear_errors(model):
-    sk = CudaSkinner(model, max_people=2, driver=fake_pycuda.driver, compiler=fake_pycuda.compiler)
+def test_more_people_than_k_and_bad_input_are_clear_errors(model, primary_gpu):
+    sk = CudaSkinner(model, max_people=2, driver=primary_gpu.cuda)
     rot, betas, expr, transl, c2w = random_params(np.random.default_rng(0), 3)
     with pytest.raises(Human3RError, match="more people than the preallocated slots: 3. Expected <= max_people = 2"):
         sk.skin(rot, betas, expr, transl, c2w)
@@ -89,7 +70,7 @@ def test_more_people_than_k_and_bad_input_are_clear_errors(model):
     assert sk.skin(rot[:0], betas[:0], expr[:0], transl[:0]).v_cam.shape == (0, 10475, 3)
     for bad in (0, -1, 2.5, True):
         with pytest.raises(Human3RError, match="max_people must be an int >= 1"):
-            CudaSkinner(model, max_people=bad, driver=fake_pycuda.driver, compiler=fake_pycuda.compiler)
+            CudaSkinner(model, max_people=bad, driver=primary_gpu.cuda)
 
 
 def test_without_pycuda_the_launcher_says_so(model):
@@ -151,21 +132,21 @@ def test_real_gpu_matches_numpy(model):
     assert _max_err(sk.skin(rot, betas, expr, transl, c2w), model.skin(rot, betas, expr, transl, c2w)) <= TOL
 
 
-def test_emulated_kernels_reproduce_the_goldens(golden_dir, require_golden, synthetic_smplx):
+def test_emulated_kernels_reproduce_the_goldens(golden_dir, require_golden, synthetic_smplx, primary_gpu):
     g = np.load(golden_dir / "golden.npz")
     if "smplx/v3d_cam" not in g.files:
         pytest.skip(f"{golden_dir.name} has no smplx/* keys")
     from human3r_edge.runtime.smplx.skinning import project_points
     m = SMPLXModel.load(synthetic_smplx)
     frame = g["demo/human_frame_index"]
-    sk = CudaSkinner(m, max_people=int(np.bincount(frame).max()), driver=fake_pycuda.driver,
-                     compiler=fake_pycuda.compiler)
+    rows = golden(golden_dir).demo_human_rows()  # step/* rows of the kept frames' humans (resets add steps)
+    sk = CudaSkinner(m, max_people=int(np.bincount(frame).max()), driver=primary_gpu.cuda)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("v3d_cam", "j3d_cam", "j2d", "transl_pelvis", "v3d_world",
                                                           "j3d_world")}
     for f in np.unique(frame):
         sel = np.flatnonzero(frame == f)
-        r = sk.skin(g["step/smpl_rotmat"][sel], g["step/smpl_shape"][sel], g["step/smpl_expression"][sel],
-                    g["step/smpl_transl"][sel], g["demo/cam2world"][f])
+        r = sk.skin(g["step/smpl_rotmat"][rows[sel]], g["step/smpl_shape"][rows[sel]],
+                    g["step/smpl_expression"][rows[sel]], g["step/smpl_transl"][rows[sel]], g["demo/cam2world"][f])
         j2d = project_points(r.j_cam, g["demo/intrinsics"][f])
         for key, val in (("v3d_cam", r.v_cam), ("j3d_cam", r.j_cam), ("j2d", j2d), ("transl_pelvis", r.transl_pelvis),
                          ("v3d_world", r.v_world), ("j3d_world", r.j_world)):

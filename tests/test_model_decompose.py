@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from human3r_edge.export.model import build_model, load_smpl_mean_params
 from human3r_edge.export.model import blocks, dinov2, dpt, heads, human3r, postprocess, rope
 from human3r_edge.runtime.config import get_config
-from human3r_edge.runtime.errors import ConfigError, Human3RError
+from human3r_edge.errors import ConfigError, Human3RError
 
 H, W = 96, 128
 

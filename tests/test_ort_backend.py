@@ -10,7 +10,7 @@ import pytest
 
 from human3r_edge.runtime.backends import open_backend
 from human3r_edge.runtime.backends.ort import OrtCpuBackend, OrtCudaBackend, OrtOptions, OrtTrtBackend, session_options
-from human3r_edge.runtime.errors import BackendUnavailable, ConfigError, Human3RError
+from human3r_edge.errors import BackendUnavailable, ConfigError, Human3RError
 from human3r_edge.runtime.iospec import ExportSpec
 from support.ort_cpu_bound import OrtCpuBoundBackend
 from support.toy_export import run_frames, toy_feeds, write_toy_export

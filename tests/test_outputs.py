@@ -8,12 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
 from human3r_edge.runtime.geometry import quaternion_to_matrix
-from human3r_edge.runtime.outputs import (OutputOptions, OutputWriter, VoxelScene, atomic_file, draw_meshes,
-                                         ensure_writable_dir, obj_mesh_bytes, ply_mesh_bytes, tum_line)
+from human3r_edge.runtime.outputs.atomic import atomic_file, ensure_writable_dir
+from human3r_edge.runtime.outputs.formats import obj_mesh_bytes, ply_mesh_bytes, tum_line
+from human3r_edge.runtime.outputs.preview import draw_meshes
+from human3r_edge.runtime.outputs.scene import VoxelScene
+from human3r_edge.runtime.outputs.writer import OutputOptions, OutputWriter
 from human3r_edge.runtime.session import Session, SessionOptions
-from test_pipeline_support import FakeBackend
+from support.doubles import FakeBackend
 from test_session import FakeSkinner, frame, people
 
 FACES = np.array([[i, i + 1, i + 2] for i in range(18)], np.int64)  # for the fake skinner's 20 vertices
@@ -220,7 +223,7 @@ def test_draw_meshes_colours_pixels():
 
 
 def test_background_writer_writes_everything_and_reraises(tmp_path):
-    from human3r_edge.runtime.outputs import BackgroundWriter
+    from human3r_edge.runtime.outputs.writer import BackgroundWriter
 
     res = results(5)
     bw = BackgroundWriter(OutputWriter(tmp_path / "a", OutputOptions(flush_seconds=1e9)), queue_size=2)

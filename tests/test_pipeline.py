@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
 from human3r_edge.runtime.geometry import chain_poses, pose_to_c2w
 from human3r_edge.runtime.pipeline import FramePipeline, PipelineOptions
-from test_pipeline_support import FakeBackend, GoldenReplayBackend
+from support.goldens import golden
+from support.doubles import FakeBackend, GoldenReplayBackend
 
 TOL = 3e-5
 
@@ -19,41 +20,48 @@ def close(got, ref, tol=TOL):
 
 
 def run_golden(golden_dir, **opts):
+    """The golden's kept frames through FramePipeline with the golden's settings; every model step recorded."""
+    g = golden(golden_dir)
     gb = GoldenReplayBackend(golden_dir)
     z = gb.z
-    outs = []
+    settings = dict(human_mask=True, ttt3r=g.use_ttt3r, reset_interval=g.reset_interval, record=True)
+    settings.update(opts)
     with gb:
-        pipe = FramePipeline(gb, PipelineOptions(human_mask=True, **opts))
-        for i in range(len(z["input/img"])):
-            outs.append(pipe.step(z["input/img"][i], z["input/img_mhmr"][i]))
-    return gb, z, outs
+        pipe = FramePipeline(gb, PipelineOptions(**settings))
+        frames = [pipe.step(z["input/img"][s], z["input/img_mhmr"][s]) for s in g.kept_step_index]
+    return gb, z, frames, pipe.steps
 
 
 def test_golden_replay_host_logic(golden_dir, require_golden):
-    gb, z, outs = run_golden(golden_dir)
-    np.testing.assert_array_equal([o.detections.count for o in outs], z["step/n_humans"])
-    np.testing.assert_array_equal(np.concatenate([o.track_ids for o in outs]), z["step/smpl_id"])
-    close(np.concatenate([o.detections.loc_square for o in outs]), z["step/smpl_loc"])
-    np.testing.assert_array_equal(np.concatenate([o.detections.patch_yx for o in outs]), z["inter/smpl_pos"])
-    close(np.stack([o.c2w for o in outs]), z["demo/cam2world"])
-    close(np.array([o.focal for o in outs]), z["demo/focal"])
-    close(np.stack([o.K for o in outs]), z["demo/intrinsics"])
-    close(np.concatenate([o.smpl["smpl_transl"] for o in outs]), z["step/smpl_transl"])
-    close(np.concatenate([o.smpl["smpl_rotmat"] for o in outs]), z["step/smpl_rotmat"])
-    # what the decoder was fed: K padded slots, first=1 on frame 0 only, TTT3R on
+    g = golden(golden_dir)
+    gb, z, frames, steps = run_golden(golden_dir)
+    assert len(steps) == g.steps and [i for i, s in enumerate(steps) if not s.duplicate] == g.kept_step_index.tolist()
+    np.testing.assert_array_equal([s.detections.count for s in steps], z["step/n_humans"])
+    np.testing.assert_array_equal(np.concatenate([s.track_ids for s in steps]), z["step/smpl_id"])
+    close(np.concatenate([s.detections.loc_square for s in steps]), z["step/smpl_loc"])
+    np.testing.assert_array_equal(np.concatenate([s.detections.patch_yx for s in steps]), z["inter/smpl_pos"])
+    close(np.concatenate([s.smpl["smpl_transl"] for s in steps]), z["step/smpl_transl"])
+    close(np.concatenate([s.smpl["smpl_rotmat"] for s in steps]), z["step/smpl_rotmat"])
+    close(np.stack([f.c2w for f in frames]), z["demo/cam2world"])
+    close(np.array([f.focal for f in frames]), z["demo/focal"])
+    close(np.stack([f.K for f in frames]), z["demo/intrinsics"])
+    np.testing.assert_array_equal(np.concatenate([f.track_ids for f in frames]), z["demo/smpl_id"])
+    # what the decoder was fed: K padded slots, first=1 at the start of every state segment, the golden's TTT3R
     dec = gb.graph_calls("decoder")
-    assert [float(f["first"][0]) for f in dec] == [1, 0, 0, 0, 0, 0]
-    assert all(float(f["ttt3r"][0]) == 1.0 for f in dec)
+    firsts = [float(f["first"][0]) for f in dec]
+    want_first = [1.0] + [1.0 if g.reset_flags[i - 1] else 0.0 for i in range(1, g.steps)]
+    assert firsts == want_first
+    assert all(float(f["ttt3r"][0]) == float(g.use_ttt3r) for f in dec)
     w = z["input/img"].shape[-1]
     patches = np.concatenate([f["human_patch"][f["human_valid"] > 0] for f in dec])
     np.testing.assert_array_equal(patches, z["inter/smpl_pos"][:, 0] * (w // 16) + z["inter/smpl_pos"][:, 1])
-    # the smpl head runs only on frames with people
+    # the smpl head runs only on steps with people (recording runs it on the duplicate views too)
     assert len(gb.graph_calls("smpl_head")) == int(np.count_nonzero(z["step/n_humans"]))
-    assert outs[0].human_mask.shape == (112, 112)
+    assert frames[0].human_mask.shape == (g.mhmr_res, g.mhmr_res)
 
 
 def test_golden_replay_ttt3r_off_flag(golden_dir, require_golden):
-    gb, _, _ = run_golden(golden_dir, ttt3r=False)
+    gb, _, _, _ = run_golden(golden_dir, ttt3r=False)
     assert all(float(f["ttt3r"][0]) == 0.0 for f in gb.graph_calls("decoder"))
 
 
@@ -145,10 +153,10 @@ def test_wrong_input_shape_is_a_clear_error():
 
 
 def test_runtime_golden_replay_keys_match_the_golden(golden_dir, require_golden, synthetic_smplx):
-    """runtime.run.replay_golden assembles every step/demo/smplx key of the golden from the runtime pipeline
+    """runtime.commands.replay.replay_golden assembles every step/demo/smplx key of the golden from the runtime pipeline
     (model outputs replayed, so this checks the host logic and the key assembly, not a model)."""
-    from human3r_edge.runtime.compare import compare_dicts, format_report
-    from human3r_edge.runtime.run import replay_golden
+    from human3r_edge.runtime.commands.compare import compare_dicts, format_report
+    from human3r_edge.runtime.commands.replay import replay_golden
 
     gb = GoldenReplayBackend(golden_dir, lean=False)
     out = replay_golden(golden_dir, gb, preprocessed=False, smplx_model=synthetic_smplx)

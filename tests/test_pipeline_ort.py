@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
+from support.goldens import golden
 
 
 def require_module(name: str) -> None:
@@ -34,7 +35,7 @@ def golden_export(tmp_path_factory, request):
             out = tmp_path_factory.mktemp(f"export_{golden_dir.name}")
             proc = subprocess.run([sys.executable, "-m", "human3r_edge", "export", "--checkpoint",
                                    str(golden_dir / "checkpoint.pth"), "--resolution", f"{w}x{h}", "--out", str(out),
-                                   "--max-people", "4"], capture_output=True, text=True)
+                                   "--max-people", str(golden(golden_dir).slots)], capture_output=True, text=True)
             assert proc.returncode == 0, proc.stderr[-3000:]
             cache[golden_dir] = out
         return cache[golden_dir]
@@ -43,13 +44,10 @@ def golden_export(tmp_path_factory, request):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reference", ["golden.npz", "golden_nottt3r.npz"])
 def test_ort_cpu_replay_matches_the_golden(golden_dir, require_golden, golden_export, synthetic_smplx, reference):
-    from human3r_edge.runtime.compare import compare_dicts, format_report
-    from human3r_edge.runtime.run import replay_golden
+    from human3r_edge.runtime.commands.compare import compare_dicts, format_report
+    from human3r_edge.runtime.commands.replay import replay_golden
 
-    if not (golden_dir / reference).is_file():
-        pytest.skip(f"{golden_dir.name} has no {reference}")
     export = golden_export(golden_dir)
     out = replay_golden(golden_dir, "ort-cpu", reference_npz=reference, smplx_model=synthetic_smplx,
                         engines=export, intra_op_threads=2)
@@ -99,12 +97,13 @@ def test_run_cli_with_checkpoint_matches_the_golden(golden_dir, require_golden, 
     from human3r_edge.runtime.geometry import quaternion_to_matrix
 
     z = np.load(golden_dir / "golden.npz")
-    if z["meta/reset_flags_per_step"].any() or not bool(z["meta/use_ttt3r"]):
-        pytest.skip("this check assumes a golden without resets and with TTT3R")
+    g = golden(golden_dir)
     out = tmp_path / "out"
-    rc = main(["run", str(golden_dir / "frames"), "--checkpoint", str(golden_dir / "checkpoint.pth"), "--size",
-               str(int(z["meta/size_arg"])), "--max-people", "4", "--cache-dir", str(tmp_path / "cache"),
-               "--smplx-model", str(synthetic_smplx), "--out", str(out), "--no-progress", "--max-remembered", "0"])
+    args = ["run", str(golden_dir / "frames"), "--checkpoint", str(golden_dir / "checkpoint.pth"), "--size",
+            str(g.size), "--max-people", str(g.slots), "--cache-dir", str(tmp_path / "cache"),
+            "--smplx-model", str(synthetic_smplx), "--out", str(out), "--no-progress", "--max-remembered", "0",
+            "--reset-interval", str(g.reset_interval)]
+    rc = main(args + ([] if g.use_ttt3r else ["--no-ttt3r"]))
     assert rc == 0
     tum = np.loadtxt(out / "trajectory.tum")
     ref = z["demo/cam2world"]

@@ -17,7 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from human3r_edge.runtime.backends.base import Backend  # noqa: E402
-from test_pipeline_support import make_spec  # noqa: E402
+from support.goldens import golden  # noqa: E402
+from support.doubles import make_spec  # noqa: E402
 
 
 class TorchGraphBackend(Backend):
@@ -156,19 +157,15 @@ def smplx_loaded(synthetic_smplx):
     return SMPLXModel.load(synthetic_smplx)
 
 
-@pytest.mark.parametrize("reference,preprocessed", [("golden.npz", True), ("golden_nottt3r.npz", True),
-                                                    ("golden.npz", False)],
-                         ids=["ttt3r-golden-inputs", "nottt3r-golden-inputs", "ttt3r-raw-frames"])
+@pytest.mark.parametrize("preprocessed", [True, False], ids=["golden-inputs", "raw-frames"])
 def test_runtime_on_the_real_tiny_model_matches_the_golden(golden_dir, require_golden, tiny_models,
                                                            smplx_loaded, reference, preprocessed):
-    from human3r_edge.runtime.compare import compare_dicts, format_report
-    from human3r_edge.runtime.run import replay_golden
+    from human3r_edge.runtime.commands.compare import compare_dicts, format_report
+    from human3r_edge.runtime.commands.replay import replay_golden
 
-    if not (golden_dir / reference).is_file():
-        pytest.skip(f"{golden_dir.name} has no {reference}")
     z = np.load(golden_dir / "golden.npz")
     _, _, h, w = z["input/img"].shape
-    be = TorchGraphBackend(tiny_models(golden_dir), w, h, k=4)
+    be = TorchGraphBackend(tiny_models(golden_dir), w, h, k=golden(golden_dir).slots)
     out = replay_golden(golden_dir, be, preprocessed=preprocessed, reference_npz=reference,
                         smplx_model=smplx_loaded)
     report = compare_dicts(out, dict(np.load(golden_dir / reference)))
@@ -179,7 +176,7 @@ def test_runtime_on_the_real_tiny_model_matches_the_golden(golden_dir, require_g
 
 def test_reset_interval_on_the_real_model_keeps_ids_and_chains(golden_dir, require_golden, tiny_models,
                                                                 smplx_loaded):
-    """With reset_interval=3 the pipeline resets state twice in 6 frames; the first segment equals the no-reset
+    """With reset_interval=3 the pipeline resets state after every third frame; the first segment equals the no-reset
     run exactly, and every later pose is expressed in the first segment's world frame (finite, chained)."""
     from human3r_edge.runtime.session import Session, SessionOptions
 
@@ -187,29 +184,32 @@ def test_reset_interval_on_the_real_model_keeps_ids_and_chains(golden_dir, requi
     _, _, h, w = z["input/img"].shape
     model = tiny_models(golden_dir)
     frames = z["input/raw_frames_uint8"]
+    interval = 3
+    assert len(frames) > interval, "the golden needs more frames than the reset interval for this check"
+    k = golden(golden_dir).slots
     runs = {}
-    for ri in (None, 3):
-        with Session(TorchGraphBackend(model, w, h), smplx_loaded, SessionOptions(reset_interval=ri)) as s:
+    for ri in (None, interval):
+        with Session(TorchGraphBackend(model, w, h, k=k), smplx_loaded, SessionOptions(reset_interval=ri)) as s:
             runs[ri] = [s.step(f) for f in frames]
-    a, b = runs[None], runs[3]
-    for i in range(3):
+    a, b = runs[None], runs[interval]
+    for i in range(interval):
         np.testing.assert_allclose(b[i].c2w, a[i].c2w, atol=1e-6)
         assert b[i].track_ids == a[i].track_ids
-    assert [r.segment for r in b] == [0, 0, 0, 1, 1, 1]
+    assert [r.segment for r in b] == [i // interval for i in range(len(frames))]
     assert all(np.all(np.isfinite(r.c2w)) for r in b)
-    assert not np.allclose(b[3].c2w, a[3].c2w, atol=1e-4)  # a fresh segment: not the same trajectory
+    assert not np.allclose(b[interval].c2w, a[interval].c2w, atol=1e-4)  # a fresh segment: not the same path
 
 
 def test_runtime_drives_the_exporters_graph_modules_to_the_golden(golden_dir, require_golden, smplx_loaded):
     """The same replay through export/graphs_torch.py's modules (the code the ONNX export traces)."""
     from human3r_edge.export.checkpoint import load_model
-    from human3r_edge.runtime.compare import compare_dicts, format_report
-    from human3r_edge.runtime.run import replay_golden
+    from human3r_edge.runtime.commands.compare import compare_dicts, format_report
+    from human3r_edge.runtime.commands.replay import replay_golden
 
     z = np.load(golden_dir / "golden.npz")
     _, _, h, w = z["input/img"].shape
     torch.set_num_threads(2)
-    be = GraphModuleBackend(load_model(golden_dir / "checkpoint.pth")[0], w, h, k=4)
+    be = GraphModuleBackend(load_model(golden_dir / "checkpoint.pth")[0], w, h, k=golden(golden_dir).slots)
     out = replay_golden(golden_dir, be, preprocessed=True, smplx_model=smplx_loaded)
     report = compare_dicts(out, dict(np.load(golden_dir / "golden.npz")))
     lines = format_report(report)

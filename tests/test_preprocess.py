@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from human3r_edge.runtime import preprocess as pp
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
 
 ONE_U8_STEP = 2.0 / 255.0  # one uint8 step in [-1, 1] units
 
@@ -64,8 +64,16 @@ def test_pad_image_matches_golden(z):
     err = float(np.abs(got - want).max())
     print(f"max |pad_image - input/img_mhmr| = {err:.3g}")
     assert got.shape == want.shape and err <= 1e-6
-    assert (info.new_w, info.new_h) == (r, int(img.shape[2] * r / img.shape[3]))
-    np.testing.assert_array_equal(got[..., : info.top, :], -1.0)
+    h, w = img.shape[2:]
+    long = max(h, w)  # the long side fills R, the short one is truncated (int()) as the reference does
+    assert (info.new_w, info.new_h) == (int(w * r / long), int(h * r / long))
+    assert min(info.new_w, info.new_h) < r or h == w
+    assert (info.left, info.top) == ((r - info.new_w) // 2, (r - info.new_h) // 2)
+    # the padding is -1 (black after the [-1, 1] normalisation) on every side the image does not reach
+    pad = np.ones((r, r), bool)
+    pad[info.top:info.top + info.new_h, info.left:info.left + info.new_w] = False
+    assert pad.any() or h == w
+    np.testing.assert_array_equal(got[..., pad], -1.0)
 
 
 def test_unpad_image_matches_golden_demo_maps(z):

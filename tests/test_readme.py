@@ -12,7 +12,7 @@ import pytest
 
 from human3r_edge.cli import COMMANDS, build_parser
 
-from conftest import REPO
+from support.goldens import REPO
 from support.exports import random_tiny_export
 
 README = (REPO / "README.md").read_text()

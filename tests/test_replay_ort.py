@@ -7,22 +7,17 @@ import numpy as np
 import pytest
 
 from human3r_edge.cli import main as cli
-from human3r_edge.runtime.compare import REQUIRED_PREFIXES
+from human3r_edge.runtime.commands.compare import REQUIRED_PREFIXES
 from support.exports import golden_export
-
-REFERENCES = ("golden.npz", "golden_nottt3r.npz")
-
+from support.goldens import golden
 
 @pytest.fixture
 def onnx_dir(golden_dir, require_golden, tmp_path_factory):
-    return golden_export(tmp_path_factory, golden_dir, max_people=4, fp16=True)  # non-lean; shared, made once
+    return golden_export(tmp_path_factory, golden_dir, fp16=True)  # non-lean; shared, made once
 
 
 @pytest.mark.parametrize("preprocessed", [True, False], ids=["preprocessed", "raw-frames"])
-@pytest.mark.parametrize("reference", REFERENCES)
 def test_ort_cpu_replay_passes_compare(golden_dir, onnx_dir, tmp_path, capsys, reference, preprocessed):
-    if not (golden_dir / reference).is_file():
-        pytest.skip(f"{golden_dir.name} has no {reference}")
     out = tmp_path / "ort.npz"
     args = ["replay", "--golden", str(golden_dir), "--reference", reference, "--backend", "ort-cpu",
             "--engines", str(onnx_dir), "--out", str(out)] + (["--preprocessed"] if preprocessed else [])
@@ -41,8 +36,8 @@ def test_ort_cpu_replay_passes_compare(golden_dir, onnx_dir, tmp_path, capsys, r
 def test_torch_backend_replays_the_golden_through_the_runtime(golden_dir, onnx_dir, synthetic_smplx):
     """The torch backend (the same wrapper modules, eager) behind the runtime pipeline passes compare too."""
     from human3r_edge.runtime.backends import open_backend
-    from human3r_edge.runtime.compare import compare_dicts, format_report
-    from human3r_edge.runtime.run import replay_golden
+    from human3r_edge.runtime.commands.compare import compare_dicts, format_report
+    from human3r_edge.runtime.commands.replay import replay_golden
 
     backend = open_backend("torch", onnx_dir)
     out = replay_golden(golden_dir, backend, preprocessed=True, smplx_model=synthetic_smplx)
@@ -64,7 +59,7 @@ def test_torch_backend_refuses_another_checkpoint(golden_dir, onnx_dir, tmp_path
     """export.json pins the checkpoint by SHA-256: the torch backend will not run other weights under it."""
     from human3r_edge.export.assets import make_assets
     from human3r_edge.runtime.backends import open_backend
-    from human3r_edge.runtime.errors import CheckpointError
+    from human3r_edge.errors import CheckpointError
 
     other = make_assets("tiny", tmp_path, seed=5, calibrate=False, log=lambda s: None)["checkpoint"]
     with pytest.raises(CheckpointError, match="not the file the export was made from"):
@@ -76,15 +71,16 @@ def test_torch_backend_all_heads_on_a_lean_export(golden_dir, require_golden, tm
     equal to the lean run's."""
     from human3r_edge.runtime.backends import open_backend
 
-    lean = golden_export(tmp_path_factory, golden_dir, max_people=4, lean=True)
+    k = golden(golden_dir).slots
+    lean = golden_export(tmp_path_factory, golden_dir, max_people=k, lean=True)
     with np.load(golden_dir / "golden.npz") as z:
         img, mhmr = z["input/img"][:1], z["input/img_mhmr"][:1]
     outs = []
     for opts in ({}, {"all_heads": True}):
         with open_backend("torch", lean, **opts) as be:
             be.run("encoder", {"img": img, "img_mhmr": mhmr})
-            feeds = {"human_cell": np.zeros(4, np.int32), "human_patch": np.zeros(4, np.int32),
-                     "human_valid": np.zeros(4, np.float32), "first": np.ones(1, np.float32),
+            feeds = {"human_cell": np.zeros(k, np.int32), "human_patch": np.zeros(k, np.int32),
+                     "human_valid": np.zeros(k, np.float32), "first": np.ones(1, np.float32),
                      "ttt3r": np.ones(1, np.float32)}
             outs.append(be.run("decoder", feeds))
             assert be._modules["decoder"].lean is (not opts)

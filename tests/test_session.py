@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from human3r_edge.runtime import preprocess as pp
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
 from human3r_edge.runtime.session import FrameResult, Session, SessionOptions
 from human3r_edge.runtime.video import open_source
-from test_pipeline_support import FakeBackend
+from support.doubles import FakeBackend
+from support.fake_gpu import fake_gpu  # noqa: F401  (fixture)
 
 
 class FakeSkinner:
@@ -256,25 +257,20 @@ def test_run_over_iterables_sources_and_paths(tmp_path):
         list(s.run(tmp_path / "missing.mp4"))
 
 
-def test_cuda_array_interface_frame_is_copied_through_pycuda(monkeypatch):
-    """A device frame (__cuda_array_interface__) on this CPU machine: pycuda replaced by the host-emulation
-    stand-in, whose "device" memory is host memory; the session reads the frame exactly."""
-    import sys
-    import types as _types
-
-    from human3r_edge.kernels.host_emu import fake_pycuda as fake
+def test_cuda_array_interface_frame_is_copied_through_pycuda(fake_gpu):
+    """A device frame (__cuda_array_interface__) on this CPU machine, through the strict pycuda stand-in: the
+    session makes the primary context current for the copy (the frame's producer allocated it there) and reads
+    the frame exactly."""
     base = frame()
-    dev = fake.driver.mem_alloc(base.nbytes)
-    fake.driver.memcpy_htod(dev, base)
+    ctx = fake_gpu.push_primary()  # the producer (torch, CuPy) works in the primary context
+    dev = fake_gpu.cuda.mem_alloc(base.nbytes)
+    fake_gpu.cuda.memcpy_htod(dev, base)
+    ctx.pop()
 
     class DeviceFrame:
         __cuda_array_interface__ = {"shape": base.shape, "typestr": "|u1", "data": (int(dev), False),
                                     "strides": None, "version": 3}
 
-    pkg = _types.ModuleType("pycuda")
-    pkg.driver = fake.driver
-    monkeypatch.setitem(sys.modules, "pycuda", pkg)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", fake.driver)
     with session() as s:
         r = s.step(DeviceFrame())
     np.testing.assert_array_equal(r.image, reference_result(base).image)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from human3r_edge.runtime.session import Session, SessionOptions
-from test_pipeline_support import GoldenReplayBackend
+from support.fake_gpu import fake_gpu, primary_gpu  # noqa: F401  (fixtures)
+from support.goldens import golden
+from support.doubles import GoldenReplayBackend
 
 TOL = 3e-5
 
@@ -21,18 +23,22 @@ def close(got, ref, tol=TOL):
 
 @pytest.fixture
 def golden_run(golden_dir, require_golden, synthetic_smplx):
+    g = golden(golden_dir)
     gb = GoldenReplayBackend(golden_dir)
     z = gb.z
-    with Session(gb, str(synthetic_smplx), SessionOptions(dense=True, human_mask=True)) as s:
+    opts = SessionOptions(dense=True, human_mask=True, ttt3r=g.use_ttt3r, reset_interval=g.reset_interval,
+                          max_remembered=None)
+    with Session(gb, str(synthetic_smplx), opts) as s:
         res = [s.step(f) for f in z["input/raw_frames_uint8"]]
-    return z, res
+    return z, res, g
 
 
 def test_golden_session_end_to_end(golden_run):
-    z, res = golden_run
+    z, res, g = golden_run
     from human3r_edge.runtime import preprocess as pp
 
-    np.testing.assert_array_equal(np.stack([pp.u8_to_unit(r.image) for r in res]), z["input/img"])
+    assert len(res) == g.frames
+    np.testing.assert_array_equal(np.stack([pp.u8_to_unit(r.image) for r in res]), z["input/img"][g.kept_step_index])
     people = [p for r in res for p in r.people]
     np.testing.assert_array_equal([p.track_id for p in people], z["demo/smpl_id"])
     close(np.stack([r.c2w for r in res]), z["demo/cam2world"])
@@ -50,7 +56,7 @@ def test_smplx_params_reproduce_vertices_with_the_smplx_package(golden_run, synt
     import smplx
     import torch
 
-    _, res = golden_run
+    _, res, _ = golden_run
     people = [p for r in res for p in r.people][:3]
     model = smplx.create(str(synthetic_smplx), model_type="smplx", gender="neutral", use_pca=False,
                          flat_hand_mean=True, num_betas=10, num_expression_coeffs=10)
@@ -68,22 +74,25 @@ def test_smplx_params_reproduce_vertices_with_the_smplx_package(golden_run, synt
             close(out.vertices[0].numpy(), p.vertices_cam, tol=2e-5)
 
 
-def test_session_with_the_cuda_skinner_through_host_emulation(golden_dir, require_golden, synthetic_smplx):
-    """The GPU skinning path plugged into a Session (kernels run by the CPU host emulation): same people."""
-    from human3r_edge.kernels.host_emu import fake_pycuda as fake
+def test_session_with_the_cuda_skinner_through_host_emulation(golden_dir, require_golden, synthetic_smplx,
+                                                              primary_gpu):
+    """The GPU skinning path plugged into a Session (the strict stand-in, kernels run by the CPU host emulation):
+    same people."""
     from human3r_edge.runtime.smplx.gpu import CudaSkinner
     from human3r_edge.runtime.smplx.skinning import SMPLXModel
 
+    g = golden(golden_dir)
     model = SMPLXModel.load(synthetic_smplx)
     z = np.load(golden_dir / "golden.npz")
-    frame = z["input/raw_frames_uint8"][1]
+    frame = int(np.argmax(g.humans_per_frame))  # the most crowded frame (reached through any resets before it)
     people = {}
-    for name, skinner in (("cpu", model), ("gpu", CudaSkinner(model, 4, driver=fake.driver,
-                                                            compiler=fake.compiler))):
-        with Session(GoldenReplayBackend(golden_dir), skinner) as s:
-            s.step(z["input/raw_frames_uint8"][0])
-            people[name] = s.step(frame).people
-    assert len(people["gpu"]) == 2
+    for name, skinner in (("cpu", model), ("gpu", CudaSkinner(model, g.slots, driver=primary_gpu.cuda))):
+        opts = SessionOptions(ttt3r=g.use_ttt3r, reset_interval=g.reset_interval)
+        with Session(GoldenReplayBackend(golden_dir), skinner, opts) as s:
+            for f in z["input/raw_frames_uint8"][:frame]:
+                s.step(f)
+            people[name] = s.step(z["input/raw_frames_uint8"][frame]).people
+    assert len(people["gpu"]) == g.humans_per_frame[frame] > 0
     for a, b in zip(people["cpu"], people["gpu"]):
         assert a.track_id == b.track_id
         np.testing.assert_allclose(b.vertices_world, a.vertices_world, atol=1e-5)

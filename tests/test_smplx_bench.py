@@ -35,7 +35,7 @@ def test_numpy_worker_and_report(tmp_path):
     assert set(res) == set(PEOPLE) and all(len(v) == 1 and v[0] > 0 for v in res.values())
     variants = ("native", "numpy", "torch-human3r", "torch-smplx", "numpy-fp16")
     stats = {"best_round_median_ms": 1.5, "median_ms": 2.0, "min_ms": 1.0, "p90_ms": 3.0, "n": 1, "rounds": 1}
-    report = {"machine": {"cpu_model": "test cpu", "cores": "2", "numpy": np.__version__, "torch": None},
+    report = {"machine": {"cpu": "test cpu", "cores": "2", "numpy": np.__version__, "torch": None},
               "rounds": 1, "iters": 1, "model_note": "synthetic", "native_status": "compiled kernels x.so",
               "results": {v: {str(P): stats for P in PEOPLE} for v in variants},
               "results_cpu_time_1_thread": {v: {str(P): stats for P in PEOPLE} for v in variants},

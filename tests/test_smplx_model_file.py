@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from human3r_edge.runtime.errors import CheckpointError, Human3RError
+from human3r_edge.errors import CheckpointError, Human3RError
 from human3r_edge.runtime.smplx.model_file import REQUIRED, SMPLXData, load_smplx_file
 from human3r_edge.runtime.smplx.synthetic import _write_npz, make_synthetic_smplx, write_synthetic_smplx
 

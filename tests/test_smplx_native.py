@@ -7,11 +7,11 @@ import threading
 import numpy as np
 import pytest
 
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
 from human3r_edge.runtime.smplx import native
 from human3r_edge.runtime.smplx.skinning import SMPLXModel
 from human3r_edge.runtime.smplx.synthetic import write_synthetic_smplx
-from test_smplx_skinning import random_params
+from support.smplx_inputs import random_params
 
 
 @pytest.fixture(scope="module")

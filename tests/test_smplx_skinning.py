@@ -7,10 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
 from human3r_edge.runtime.smplx.constants import HUMAN3R_ROT_JOINTS
 from human3r_edge.runtime.smplx.skinning import SMPLXModel, project_points
 from human3r_edge.runtime.smplx.synthetic import write_synthetic_smplx
+from support.goldens import golden
+from support.smplx_inputs import random_params
 
 torch = pytest.importorskip("torch")
 smplx = pytest.importorskip("smplx")
@@ -37,27 +39,6 @@ def model(model_file, request):
 @pytest.fixture(scope="module")
 def torch_layer(model_file):
     return smplx.build_layer(model_file, "smplx", gender="neutral", use_pca=False, flat_hand_mean=True, num_betas=10)
-
-
-def random_rotations(rng, n):
-    q = rng.normal(size=(n, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    w, x, y, z = q.T
-    R = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-                  2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-                  2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], 1)
-    return R.reshape(n, 3, 3).astype(np.float32)
-
-
-def random_params(rng, P):
-    rot = random_rotations(rng, P * 53).reshape(P, 53, 3, 3)
-    betas = rng.normal(size=(P, 10)).astype(np.float32) * 1.5
-    expr = rng.normal(size=(P, 10)).astype(np.float32) * 1.5
-    transl = (rng.normal(size=(P, 3)) + [0.0, 0.0, 5.0]).astype(np.float32)
-    c2w = np.eye(4, dtype=np.float32)
-    c2w[:3, :3] = random_rotations(rng, 1)[0]
-    c2w[:3, 3] = rng.normal(size=3)
-    return rot, betas, expr, transl, c2w
 
 
 def torch_reference(layer, rot, betas, expr, transl, c2w):
@@ -117,12 +98,13 @@ def test_goldens_smplx_outputs_reproduced(golden_dir, require_golden, synthetic_
         pytest.skip(f"{golden_dir.name} has no smplx/* keys")
     m = SMPLXModel.load(synthetic_smplx, backend=backend)
     frame = g["demo/human_frame_index"]
+    rows = golden(golden_dir).demo_human_rows()  # step/* rows of the kept frames' humans (resets add steps)
     c2w, K = g["demo/cam2world"], g["demo/intrinsics"]
     out = {k: [] for k in ("v3d_cam", "j3d_cam", "j2d", "transl_pelvis", "v3d_world", "j3d_world")}
     for f in np.unique(frame):  # people of one frame are skinned together, as the runtime does
         sel = np.flatnonzero(frame == f)
-        r = m.skin(g["step/smpl_rotmat"][sel], g["step/smpl_shape"][sel], g["step/smpl_expression"][sel],
-                   g["step/smpl_transl"][sel], c2w[f])
+        r = m.skin(g["step/smpl_rotmat"][rows[sel]], g["step/smpl_shape"][rows[sel]],
+                   g["step/smpl_expression"][rows[sel]], g["step/smpl_transl"][rows[sel]], c2w[f])
         for key, val in (("v3d_cam", r.v_cam), ("j3d_cam", r.j_cam), ("j2d", project_points(r.j_cam, K[f])),
                          ("transl_pelvis", r.transl_pelvis), ("v3d_world", r.v_world), ("j3d_world", r.j_world)):
             out[key].append(val)
@@ -185,7 +167,7 @@ def test_project_points_shapes():
 
 def test_runtime_smplx_does_not_import_torch():
     code = ("import sys; import human3r_edge.runtime.smplx.skinning, human3r_edge.runtime.smplx.gpu, "
-            "human3r_edge.runtime.smplx.synthetic, human3r_edge.kernels.host_emu.fake_pycuda; "
+            "human3r_edge.runtime.smplx.synthetic, human3r_edge.kernels.host_emu.launch; "
             "assert 'torch' not in sys.modules and 'pycuda' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from human3r_edge.runtime.cuda_util import CudaGraphs, require_pycuda, require_tensorrt
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
 from support.fake_gpu import ContractViolation, fake_gpu  # noqa: F401  (fixture)
 from support.toy_export import write_toy_export
 

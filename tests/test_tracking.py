@@ -97,7 +97,7 @@ def test_match_unmatched_far_tokens():
 
 
 def test_bad_tokens_raise():
-    from human3r_edge.runtime.errors import Human3RError
+    from human3r_edge.errors import Human3RError
 
     t = Tracker()
     with pytest.raises(Human3RError, match="non-finite"):
@@ -123,7 +123,15 @@ def test_max_remembered_forgets_the_least_recently_seen():
 
 
 def test_cap_does_not_change_golden_ids(golden_dir, require_golden):
+    """A cap at the golden's number of distinct people forgets no one: ids identical to the unbounded reference.
+    A smaller cap keeps the memory bounded (the reference's grows with every new id)."""
     z = np.load(golden_dir / "golden.npz")
-    t = Tracker(max_remembered=4)
+    people = len(set(z["step/smpl_id"].tolist()))
+    t = Tracker(max_remembered=max(people, 1))
     got = np.concatenate([t.update(tok) for tok in golden_human_tokens(z)])
     np.testing.assert_array_equal(got, z["step/smpl_id"])
+    small = max(1, people // 2)
+    t = Tracker(max_remembered=small)
+    for tok in golden_human_tokens(z):
+        t.update(tok)
+        assert t.tokens is None or t.tokens.shape[0] <= small

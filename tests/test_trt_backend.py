@@ -10,7 +10,7 @@ import pytest
 
 from human3r_edge.runtime.backends import open_backend
 from human3r_edge.runtime.backends.trt import EngineSidecar, TrtBackend
-from human3r_edge.runtime.errors import BackendUnavailable, ConfigError, Human3RError
+from human3r_edge.errors import BackendUnavailable, ConfigError, Human3RError
 from human3r_edge.runtime.iospec import ExportSpec
 from support.fake_gpu import ContractViolation, fake_gpu, install  # noqa: F401  (fixture)
 from support.toy_export import run_frames, toy_feeds, write_toy_export
@@ -261,8 +261,9 @@ def test_without_stand_in_trt_is_unavailable(toy, tmp_path):
 def test_golden_replay_through_stand_in(fake_gpu, golden_dir, require_golden, tmp_path):
     """The real runner + pipeline on engines built from the golden's export, against the golden (fp32 tolerances)."""
     from human3r_edge.export.trt_build import BuildOptions, build_engines
-    from human3r_edge.runtime.compare import compare_dicts, format_report
-    from human3r_edge.runtime.run import export_cached, replay_golden
+    from human3r_edge.runtime.commands.compare import compare_dicts, format_report
+    from human3r_edge.runtime.commands.run import export_cached
+    from human3r_edge.runtime.commands.replay import replay_golden
 
     with np.load(golden_dir / "golden.npz", allow_pickle=False) as z:
         golden = {k: z[k] for k in z.files}

@@ -13,7 +13,7 @@ from onnx import helper
 from human3r_edge.export.trt_build import (BuildOptions, add_arguments, build_engines, main, typing_mode)
 from human3r_edge.runtime.backends import open_backend
 from human3r_edge.runtime.backends.trt import EngineSidecar
-from human3r_edge.runtime.errors import ConfigError, Human3RError
+from human3r_edge.errors import ConfigError, Human3RError
 from human3r_edge.runtime.iospec import ExportSpec
 from support.fake_gpu import ContractViolation, fake_gpu  # noqa: F401  (fixture)
 from support.toy_export import run_frames, write_toy_export

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from human3r_edge.runtime.backends import open_backend
-from human3r_edge.runtime.check import (DEFAULT_BUDGETS, RecordingBackend, load_budgets, polygraphy_compare)
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.runtime.commands.check import (DEFAULT_BUDGETS, RecordingBackend, load_budgets, polygraphy_compare)
+from human3r_edge.errors import Human3RError
 from human3r_edge.runtime.iospec import ExportSpec
 from support.toy_export import run_frames, write_toy_export
 
@@ -24,7 +24,7 @@ def toy(tmp_path_factory) -> Path:
 def test_budgets_file_is_measured_and_parses():
     b = load_budgets()
     assert b.source == str(DEFAULT_BUDGETS)
-    assert not b.placeholder  # measured by the exporter: python -m human3r_edge.export.fp16 --golden ...
+    assert not b.placeholder  # measured by the exporter: python -m human3r_edge.export.fp16_budgets --golden ...
     assert b.replay_tol("step/camera_pose") == b.replay["step/camera_pose"]
     assert b.replay_tol("smplx/not_a_key") == b.replay["smplx/"] and b.replay_tol("other") == b.replay[""]
     atol, rtol = b.output_tolerances("decoder", ["camera_pose", "state_out"])
@@ -102,7 +102,7 @@ def test_check_refuses_cleanly_without_gpu(toy, backend, capsys, goldens_or_tmp)
 
 @pytest.fixture
 def goldens_or_tmp(tmp_path) -> Path:
-    from conftest import golden_dirs
+    from support.goldens import golden_dirs
 
     dirs = golden_dirs()
     return dirs[0] if dirs else tmp_path

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from human3r_edge.runtime.backends import open_backend
-from human3r_edge.runtime.errors import BackendUnavailable
+from human3r_edge.errors import BackendUnavailable
 from human3r_edge.runtime.iospec import ExportSpec
 from support.toy_export import run_frames, write_toy_export
 
@@ -61,7 +61,7 @@ def test_check_command_on_golden(golden_dir, require_golden, tmp_path):
     import subprocess
     import sys
 
-    from human3r_edge.runtime.run import export_cached
+    from human3r_edge.runtime.commands.run import export_cached
 
     engines = tmp_path / "engines"
     with np.load(golden_dir / "golden.npz") as z:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from human3r_edge.runtime.errors import Human3RError
+from human3r_edge.errors import Human3RError
 from human3r_edge.runtime.video import FrameSource, ImageFolder, VideoFile, natural_key, open_source
 
 

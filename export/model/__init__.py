@@ -6,10 +6,10 @@ from pathlib import Path
 import torch
 
 from human3r_edge.runtime.config import Human3RConfig
-from human3r_edge.runtime.errors import ConfigError, msg
+from human3r_edge.errors import ConfigError, msg
 
-from .heads import smpl_mean_buffers
-from .human3r import DecoderOut, Human3R
+from human3r_edge.export.model.heads import smpl_mean_buffers
+from human3r_edge.export.model.human3r import DecoderOut, Human3R
 
 
 def build_model(cfg: Human3RConfig, device: str | torch.device = "cpu") -> Human3R:

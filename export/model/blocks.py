@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rope import apply_rope, apply_rope_fp16_storage, rope_tables
+from human3r_edge.export.model.rope import apply_rope, apply_rope_fp16_storage, rope_tables
 
 LN_EPS = 1e-6
 ROPE_BASE = 100.0

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import LN_EPS, Mlp, PatchEmbed
+from human3r_edge.export.model.blocks import LN_EPS, Mlp, PatchEmbed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from human3r_edge.runtime.config import Human3RConfig
-from human3r_edge.runtime.errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
-from .blocks import Mlp, MlpStack, ModulatedBlock
-from .dpt import DPTHead
+from human3r_edge.export.model.blocks import Mlp, MlpStack, ModulatedBlock
+from human3r_edge.export.model.dpt import DPTHead
 
 NUM_ROTS = 53  # global + 21 body + 15 left hand + 15 right hand + jaw
 NUM_BETAS = 10

@@ -24,13 +24,13 @@ import torch
 from torch import nn
 
 from human3r_edge.runtime.config import Human3RConfig
-from human3r_edge.runtime.errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
-from .blocks import LN_EPS, DecoderBlock, EncoderBlock, LocalMemory, PatchEmbed, key_bias, make_rope
-from .dinov2 import Dinov2Backbone, imagenet_normalize
-from .heads import DownstreamHead
-from .postprocess import dense_outputs, exp_points, pose_output, rgb_output, rot6d_to_rotmat, score
-from .rope import grid_positions, state_positions
+from human3r_edge.export.model.blocks import LN_EPS, DecoderBlock, EncoderBlock, LocalMemory, PatchEmbed, key_bias, make_rope
+from human3r_edge.export.model.dinov2 import Dinov2Backbone, imagenet_normalize
+from human3r_edge.export.model.heads import DownstreamHead
+from human3r_edge.export.model.postprocess import dense_outputs, exp_points, pose_output, rgb_output, rot6d_to_rotmat, score
+from human3r_edge.export.model.rope import grid_positions, state_positions
 
 RAY_MAP_HEADS = 16  # hard-coded in the reference's ray-map encoder
 

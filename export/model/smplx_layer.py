@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from human3r_edge.runtime.errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
-from .scene import rotvec_to_rotmat
+from human3r_edge.export.model.scene import rotvec_to_rotmat
 
 HEAD_JOINT = 15  # index of 'head' in smplx.joint_names.JOINT_NAMES
 NUM_JOINTS_OUT = 127  # 55 skeleton + 21 vertex-selected + 51 face landmarks
@@ -33,8 +33,16 @@ class SmplxLayer:
         if not path.is_file():
             raise Human3RError(msg("SMPL-X model", "file not found", str(path),
                                    "an SMPLX_NEUTRAL.npz", "pass --smplx-model FILE"))
-        self.model = smplx.create(str(path), "smplx", gender="neutral", use_pca=False, flat_hand_mean=True,
-                                  num_betas=num_betas)
+        # smplx.SMPLX, not smplx.create: create() takes the model type from the file name's prefix ("SMPLX_..."),
+        # so any other name failed with "Unknown model type"; the class loads the file it is given.
+        ext = "pkl" if path.suffix.lower() == ".pkl" else "npz"
+        try:
+            self.model = smplx.SMPLX(str(path), gender="neutral", ext=ext, use_pca=False, flat_hand_mean=True,
+                                     num_betas=num_betas)
+        except (OSError, ValueError, KeyError, EOFError, TypeError) as exc:
+            raise Human3RError(msg(f"SMPL-X model {path}", "cannot be read by the smplx package",
+                                   f"{type(exc).__name__}: {str(exc)[:200]}", "an SMPL-X .npz or .pkl file",
+                                   "download the file again")) from exc
         self.faces = torch.from_numpy(self.model.faces.astype("int64"))  # (F, 3)
 
     def __call__(self, rotvec: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor, K: torch.Tensor,

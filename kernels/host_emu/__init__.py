@@ -5,7 +5,7 @@
     fk(ptr_a, ptr_b, np.int32(n), np.float32(s), block=(64, 1, 1), grid=(P, 1))
 
 Calling convention (pycuda's): pointer parameters take integer host addresses (int, numpy integers, objects with
-`__int__` such as `fake_pycuda` allocations, or a numpy array for its data pointer); scalar parameters take numpy
+`__int__` such as the pycuda stand-in's allocations, or a numpy array for its data pointer); scalar parameters take numpy
 scalars of exactly the C type (np.int32 for int, np.float32 for float, ...). The kernel's parameter types are
 read from the compiled code, so a wrong argument count or type is a TypeError, not silent garbage.
 
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ...runtime.errors import BackendUnavailable, msg
+from human3r_edge.errors import BackendUnavailable, msg
 
 SHIM = Path(__file__).with_name("cuda_shim.h")
 ORDERS = {"forward": 0, "reverse": 1, "shuffle": 2}

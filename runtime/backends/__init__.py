@@ -5,7 +5,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ..errors import Human3RError, msg
+from human3r_edge.errors import Human3RError, msg
 
 # backend name -> "module:class". Modules are imported only when that backend is asked for.
 # 'torch' lives in export/ (it needs torch); the runtime itself never imports torch.
@@ -27,7 +27,7 @@ def backend_class(name: str) -> type:
 
 def open_backend(name: str, directory: str | Path, **options: Any):
     """Instantiate backend `name` over the export (ONNX or engine) directory `directory`."""
-    from ..iospec import ExportSpec
+    from human3r_edge.runtime.iospec import ExportSpec
 
     spec = ExportSpec.load(directory)
     return backend_class(name)(spec, Path(directory), **options)

@@ -20,12 +20,37 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from ..errors import Human3RError, msg
-from ..iospec import ExportSpec
+from human3r_edge.errors import Human3RError, msg
+from human3r_edge.runtime.iospec import ExportSpec, StatePair, TensorSpec
+
+B = TypeVar("B")
+
+
+class PingPong(Generic[B]):
+    """The device buffers of one state tensor: two ping-pong buffers plus its read-only initial value.
+
+    `current` is what the next run reads; the run writes `next_output()`, and `advance()` makes that current.
+    Never one buffer as both input and output. Reset either points `current` at `initial` (ONNX Runtime: no copy,
+    `initial` is never bound as an output) or copies `initial` into `current` (TensorRT: fixed addresses for CUDA
+    graphs, so `start` is a buffer). `B` is the buffer type (an OrtValue, a pycuda allocation).
+    """
+
+    def __init__(self, initial: B, a: B, b: B, nbytes: int = 0, start: B | None = None) -> None:
+        self.initial, self.buffers, self.nbytes = initial, (a, b), int(nbytes)
+        self.current: B = initial if start is None else start
+
+    def next_output(self) -> B:
+        return self.buffers[1] if self.current is self.buffers[0] else self.buffers[0]
+
+    def advance(self) -> None:
+        self.current = self.next_output()
+
+    def point_at_initial(self) -> None:
+        self.current = self.initial
 
 
 class OnDevice:
@@ -54,6 +79,22 @@ class Backend(ABC):
         self.directory = Path(directory)
         self.options = options
         self.is_active = False
+        self._adopted: list[Any] = []
+
+    def adopt(self, resource: Any) -> Any:
+        """Tie `resource` (an object with `close()` holding GPU memory in this backend's CUDA context, e.g. a
+        CudaSkinner or GpuFramePreparer) to this backend: it is closed at deactivation, before the context is
+        released; pycuda cannot free it after that (it would leak). Returns `resource`."""
+        if not hasattr(self, "_adopted"):
+            self._adopted = []
+        self._adopted.append(resource)
+        return resource
+
+    def _close_adopted(self) -> None:
+        """Close adopted resources, newest first (call while the backend's CUDA context is still valid)."""
+        adopted = getattr(self, "_adopted", [])
+        while adopted:
+            adopted.pop().close()
 
     # ------------------------------------------------------------------ lifecycle (context manager)
     def activate(self) -> "Backend":
@@ -107,6 +148,20 @@ class Backend(ABC):
             raise Human3RError(msg("export directory", "missing initial state", str(path), hint="re-run the export"))
         with np.load(path, allow_pickle=False) as z:
             return {k: np.ascontiguousarray(z[k]) for k in z.files}
+
+    def _checked_initial_state(self) -> list[tuple[StatePair, TensorSpec, np.ndarray]]:
+        """Every state pair of every graph with its input spec and initial value (initial_state.npz), checked
+        against the spec: what each backend uploads into its state buffers."""
+        init = self.initial_state()
+        out = []
+        for g in self.spec.graphs:
+            for p in g.state:
+                if p.input not in init:
+                    raise Human3RError(msg("initial_state.npz", "missing state", p.input, sorted(init)))
+                t = g.input(p.input)
+                t.check(init[p.input], "initial state")
+                out.append((p, t, init[p.input]))
+        return out
 
     @abstractmethod
     def _activate_impl(self) -> None: ...

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, ConfigError, Human3RError, msg
-from ..iospec import ExportSpec, GraphSpec
-from .base import Backend, OnDevice
+from human3r_edge.errors import BackendUnavailable, ConfigError, Human3RError, msg
+from human3r_edge.runtime.iospec import ExportSpec, GraphSpec
+from human3r_edge.runtime.backends.base import Backend, OnDevice, PingPong
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 _EXEC_ORDERS = ("default", "priority")
@@ -42,6 +42,39 @@ def import_onnxruntime() -> Any:
                                      "pip install onnxruntime-gpu (never together with the CPU `onnxruntime` "
                                      "wheel: the CUDA EP disappears)")) from exc
     return ort
+
+
+def preload_cuda_libraries(ort: Any) -> list[str]:
+    """Call `onnxruntime.preload_dlls()` where this onnxruntime has it (>= 1.21) and return what it printed.
+
+    ORT's CUDA/TensorRT provider libraries carry no RPATH, so CUDA and cuDNN from pip wheels (nvidia-*-cu13)
+    are found only after this preload; on JetPack they come from the system and it finds nothing to do. Called
+    before a GPU provider is used (not for ort-cpu: on a machine without CUDA it only prints failures)."""
+    preload = getattr(ort, "preload_dlls", None)
+    if not callable(preload):
+        return []
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            preload()
+    except Exception as exc:  # a broken nvidia-* wheel layout must not stop the provider probe that follows
+        buf.write(f"preload_dlls failed: {exc!r}\n")
+    return [line for line in buf.getvalue().splitlines() if line.strip()]
+
+
+def preload_tensorrt() -> str | None:
+    """Import the TensorRT Python module where it is really installed, so the TensorRT EP finds
+    `libnvinfer.so.10`: the tensorrt wheel loads its bundled libraries on import (ORT's provider library has no
+    RPATH to find them). Returns its version, or None (stubs only / absent: the provider probe then says why)."""
+    from human3r_edge.runtime.cuda_util import require_tensorrt
+
+    try:
+        return require_tensorrt()
+    except BackendUnavailable:
+        return None
 
 
 @dataclass(frozen=True)
@@ -237,15 +270,7 @@ class OrtCpuBackend(Backend):
         self._linked.clear()
 
     def reset_state(self) -> None:
-        init = self.initial_state()
-        self._state = {}
-        for g in self.spec.graphs:
-            for p in g.state:
-                t = g.input(p.input)
-                if p.input not in init:
-                    raise Human3RError(msg("initial_state.npz", "missing state", p.input, sorted(init)))
-                t.check(init[p.input], "initial state")
-                self._state[p.input] = init[p.input].copy()
+        self._state = {p.input: value.copy() for p, _t, value in self._checked_initial_state()}
 
     def read_state(self, name: str) -> np.ndarray:
         if name not in self._state:
@@ -277,20 +302,6 @@ class OrtCpuBackend(Backend):
 
 
 # ------------------------------------------------------------------------------------------ IOBinding (device)
-class _PingPong:
-    """Two device buffers of one state tensor plus its read-only initial value.
-
-    `current` is what the next run reads; the run writes into the other buffer, which then becomes current.
-    Reset points `current` at the initial value (never bound as an output), so no copy is needed.
-    """
-
-    def __init__(self, initial: Any, a: Any, b: Any) -> None:
-        self.initial, self.buffers, self.current = initial, (a, b), initial
-
-    def next_output(self) -> Any:
-        return self.buffers[1] if self.current is self.buffers[0] else self.buffers[0]
-
-
 class OrtBoundBackend(Backend):
     """ONNX Runtime with IOBinding: state, linked tensors and outputs stay on `device_type` between frames.
 
@@ -308,7 +319,7 @@ class OrtBoundBackend(Backend):
         self._sessions: dict[str, Any] = {}
         self._bindings: dict[str, Any] = {}
         self._values: dict[str, Any] = {}  # every non-state output and host input: its device OrtValue
-        self._state: dict[str, _PingPong] = {}  # state input name -> buffers
+        self._state: dict[str, PingPong[Any]] = {}  # state input name -> OrtValues
         self._run_options: Any = None
         self._cuda: Any = None  # pycuda.driver, once device feeds are used
         self._cuda_ctx: Any = None  # the retained primary context (pushed on the thread that asked)
@@ -331,7 +342,7 @@ class OrtBoundBackend(Backend):
         current, e.g. pycuda.autoinit's, fails on a real GPU with "invalid resource handle" once the runtime
         switches to the primary context.)"""
         if self._cuda is None:
-            from ..cuda_util import require_pycuda
+            from human3r_edge.runtime.cuda_util import require_pycuda
 
             cuda = require_pycuda()
             ctx = cuda.Device(self.opts.device_id).retain_primary_context()
@@ -358,8 +369,12 @@ class OrtBoundBackend(Backend):
         return int(self._values[name].data_ptr())
 
     def _release_cuda(self) -> None:
+        """Free what was made in the primary context (adopted kernels' buffers, the stream) before popping and
+        releasing it: pycuda cannot free them afterwards (cannot_activate_dead_context, swallowed: a leak)."""
         if self._cuda_stream is not None:
             self._cuda_stream.synchronize()
+        self._close_adopted()
+        if self._cuda_stream is not None:
             self._cuda_stream = None
         if self._cuda_ctx is not None:
             ctx, self._cuda_ctx = self._cuda_ctx, None
@@ -372,10 +387,13 @@ class OrtBoundBackend(Backend):
         ort = self._ort = import_onnxruntime()
         providers = self.providers()
         strict = self.opts.strict_device
+        if self.device_type == "cuda":
+            self.preload_messages = preload_cuda_libraries(ort)
+            if self.primary_provider == "TensorrtExecutionProvider":
+                preload_tensorrt()
         probe_provider(ort, providers, self.opts, strict)
         so = session_options(ort, self.opts, strict)
         dev, dev_id = self.device_type, self.opts.device_id
-        init = self.initial_state()
         for g in self.spec.graphs:
             path = onnx_path(self.directory, g)
             try:
@@ -401,16 +419,12 @@ class OrtBoundBackend(Backend):
             for t in self.spec.host_inputs(g.name):
                 self._values[t.name] = ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id)
                 io.bind_ortvalue_input(t.name, self._values[t.name])
-            for p in g.state:
-                t = g.input(p.input)
-                if p.input not in init:
-                    raise Human3RError(msg("initial_state.npz", "missing state", p.input, sorted(init)))
-                t.check(init[p.input], "initial state")
-                self._state[p.input] = _PingPong(
-                    ort.OrtValue.ortvalue_from_numpy(init[p.input], dev, dev_id),
-                    ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id),
-                    ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id))
             self._bindings[g.name] = io
+        for p, t, value in self._checked_initial_state():
+            self._state[p.input] = PingPong(
+                ort.OrtValue.ortvalue_from_numpy(value, dev, dev_id),
+                ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id),
+                ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id))
         # linked inputs are bound once to the producer's output OrtValue: the tensor never leaves the device
         for g in self.spec.graphs:
             for name in self.spec.linked_inputs(g.name):
@@ -430,7 +444,7 @@ class OrtBoundBackend(Backend):
     # ------------------------------------------------------------------ state
     def reset_state(self) -> None:
         for pp in self._state.values():
-            pp.current = pp.initial
+            pp.point_at_initial()
 
     def read_state(self, name: str) -> np.ndarray:
         if name not in self._state:
@@ -452,8 +466,8 @@ class OrtBoundBackend(Backend):
             io.bind_ortvalue_output(p.output, out)
             written[p.output] = (pp, out)
         self._sessions[graph].run_with_iobinding(io, self._run_options)
-        for pp, out in written.values():
-            pp.current = out
+        for pp, _out in written.values():
+            pp.advance()
         result = {}
         for name in fetch:
             ov = written[name][1] if name in written else self._values[name]

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..cuda_util import CudaGraphs, gpu_identity, make_logger, require_pycuda, require_tensorrt
-from ..errors import BackendUnavailable, ConfigError, Human3RError, msg
-from ..iospec import ExportSpec, GraphSpec
-from .base import Backend, OnDevice
+from human3r_edge.runtime.cuda_util import CudaGraphs, gpu_identity, make_logger, require_pycuda, require_tensorrt
+from human3r_edge.errors import BackendUnavailable, ConfigError, Human3RError, msg
+from human3r_edge.runtime.iospec import ExportSpec, GraphSpec
+from human3r_edge.runtime.backends.base import Backend, OnDevice, PingPong
 
 SIDECAR_FORMAT = 1
 ENGINE_SUFFIX = ".engine"
@@ -45,6 +45,34 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
             if not b:
                 return h.hexdigest()
             h.update(b)
+
+
+def activation_figures(per_context_bytes: int, has_state: bool) -> dict[str, int]:
+    """Activation (scratch) memory of one engine in both run modes, for its sidecar (issue 13, risk 9).
+
+    Enqueue mode runs one execution context per engine. CUDA-graph mode runs one per ping-pong slot: two for an
+    engine with state pairs (the bound addresses alternate), one otherwise. With TensorRT's default allocation
+    every context owns `per_context_bytes`; TrtBackend instead gives all contexts of all engines one shared
+    USER_MANAGED block (`set_device_memory`) of the largest engine's size, so this engine needs its
+    `per_context_bytes` once in either mode."""
+    per = int(per_context_bytes)
+    graph_contexts = 2 if has_state else 1
+    return {"bytes_per_context": per, "enqueue_contexts": 1, "cuda_graph_contexts": graph_contexts,
+            "enqueue_per_context_bytes": per, "cuda_graph_per_context_bytes": graph_contexts * per,
+            "enqueue_shared_bytes": per, "cuda_graph_shared_bytes": per}
+
+
+def _activation_bytes(engine: Any) -> int:
+    """Activation (scratch) memory one execution context of `engine` needs."""
+    v2 = getattr(engine, "device_memory_size_v2", None)
+    return int(v2 if v2 is not None else engine.device_memory_size)
+
+
+def free_pinned(arr: Any) -> None:
+    """Free a pycuda page-locked array now (its `.base` is the PagelockedHostAllocation); drop the array after."""
+    free = getattr(getattr(arr, "base", None), "free", None)
+    if callable(free):
+        free()
 
 
 def engine_paths(directory: Path, graph: str) -> tuple[Path, Path]:
@@ -73,6 +101,7 @@ class EngineSidecar:
     workspace_bytes: int
     device_memory_bytes: int  # engine.device_memory_size_v2 (or device_memory_size)
     io: dict  # the GraphSpec of export.json
+    activation: dict = field(default_factory=dict)  # activation_figures(): both run modes (empty: older builds)
     fp32_layers: tuple[dict, ...] = ()  # {node, op, reason, layers}
     unmatched_fp32_nodes: tuple[str, ...] = ()
     build_seconds: float = 0.0
@@ -178,6 +207,17 @@ def verify_engine_io(engine: Any, graph: GraphSpec, what: str) -> None:
         if (mode == trt.TensorIOMode.INPUT) != (kind == "input"):
             problems.append(f"{name} is not an {kind}")
         shape = tuple(engine.get_tensor_shape(name))
+        if any(int(d) < 0 for d in shape):
+            # a dynamic dim reads -1 even when the profile pins it (min = opt = max, as `build` sets it)
+            if mode == trt.TensorIOMode.INPUT:
+                prof = [tuple(int(v) for v in p) for p in engine.get_tensor_profile_shape(name, 0)]
+                if len(prof) != 3 or not prof[0] == prof[1] == prof[2]:
+                    problems.append(f"{name} is dynamic {list(shape)} with profile {prof}, spec {list(t.shape)} "
+                                    "(min = opt = max needed)")
+                    continue
+                shape = prof[0]
+            elif len(shape) == len(t.shape) and all(int(d) < 0 or int(d) == s for d, s in zip(shape, t.shape)):
+                shape = tuple(t.shape)  # resolved by the input shapes: checked per context in _new_slot
         dt = dtype_name(engine.get_tensor_dtype(name))
         if shape != tuple(t.shape) or dt != t.dtype:
             problems.append(f"{name} is {dt}{list(shape)}, spec {t.dtype}{list(t.shape)}")
@@ -207,27 +247,6 @@ class TrtOptions:
         return TrtOptions(**options)
 
 
-class _DeviceState:
-    """Two device buffers of one state tensor and its initial value (uploaded once)."""
-
-    def __init__(self, a: Any, b: Any, initial: Any, nbytes: int) -> None:
-        self.buffers = (a, b)
-        self.initial = initial
-        self.nbytes = nbytes
-        self.parity = 0
-
-    @property
-    def current(self) -> int:
-        return int(self.buffers[self.parity])
-
-    @property
-    def other(self) -> int:
-        return int(self.buffers[1 - self.parity])
-
-    def swap(self) -> None:
-        self.parity ^= 1
-
-
 @dataclass
 class _Slot:
     """One execution context, the addresses bound to it, and (with CUDA graphs) its captured graph."""
@@ -237,6 +256,7 @@ class _Slot:
     warmed: bool = False
     graph: int = 0
     graph_exec: int = 0
+    no_graph: bool = False  # capture failed: this slot runs with plain enqueues
 
 
 class TrtBackend(Backend):
@@ -262,11 +282,15 @@ class TrtBackend(Backend):
         self._engines: dict[str, Any] = {}
         self._slots: dict[str, dict[tuple, _Slot]] = {}
         self._dev: dict[str, Any] = {}  # tensor -> DeviceAllocation (outputs and host inputs)
-        self._state: dict[str, _DeviceState] = {}  # state input -> buffers
+        self._state: dict[str, PingPong[Any]] = {}  # state input -> pycuda allocations
         self._state_out: dict[str, str] = {}  # state output -> state input
         self._pinned_in: dict[str, np.ndarray] = {}
         self._pinned_out: dict[str, np.ndarray] = {}
         self._graphs: CudaGraphs | None = None
+        self._graph_warned = False
+        self._activation: Any = None  # the shared activation block (USER_MANAGED contexts)
+        self.activation_bytes = 0
+        self.activation_unshared_bytes = 0
         self.sidecars: dict[str, EngineSidecar] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -312,25 +336,25 @@ class TrtBackend(Backend):
             self.sidecars[g.name] = sc
             self._slots[g.name] = {}
         self._allocate(cuda)
+        # One activation block for every execution context: they all run in sequence on one stream, so with CUDA
+        # graphs (a context per ping-pong slot) the decoder's activations are not doubled (an 8 GB Orin matters)
+        self.activation_bytes = max((_activation_bytes(e) for e in self._engines.values()), default=0)
+        if self.activation_bytes and hasattr(trt, "ExecutionContextAllocationStrategy"):
+            self._activation = cuda.mem_alloc(self.activation_bytes)
         if self.opts.cuda_graph:
             self._graphs = CudaGraphs()
 
     def _allocate(self, cuda: Any) -> None:
-        init = self.initial_state()
+        for p, t, value in self._checked_initial_state():
+            staging = cuda.pagelocked_empty(t.shape, t.np_dtype)
+            np.copyto(staging, value)
+            first = cuda.mem_alloc(t.nbytes)
+            cuda.memcpy_htod(first, staging)
+            a = cuda.mem_alloc(t.nbytes)
+            self._state[p.input] = PingPong(first, a, cuda.mem_alloc(t.nbytes), t.nbytes, start=a)
+            self._state_out[p.output] = p.input
+            self._pinned_out[p.input] = staging  # also the read_state staging buffer
         for g in self.spec.graphs:
-            for p in g.state:
-                t = g.input(p.input)
-                if p.input not in init:
-                    raise Human3RError(msg("initial_state.npz", "missing state", p.input, sorted(init)))
-                t.check(init[p.input], "initial state")
-                staging = cuda.pagelocked_empty(t.shape, t.np_dtype)
-                np.copyto(staging, init[p.input])
-                first = cuda.mem_alloc(t.nbytes)
-                cuda.memcpy_htod(first, staging)
-                self._state[p.input] = _DeviceState(cuda.mem_alloc(t.nbytes), cuda.mem_alloc(t.nbytes), first,
-                                                    t.nbytes)
-                self._state_out[p.output] = p.input
-                self._pinned_out[p.input] = staging  # also the read_state staging buffer
             for t in g.outputs:
                 if t.name not in self._state_out:
                     self._dev[t.name] = cuda.mem_alloc(t.nbytes)
@@ -345,7 +369,18 @@ class TrtBackend(Backend):
                                            hint="not supported: link a non-state output"))
 
     def _new_slot(self, graph: str) -> _Slot:
-        context = self._engines[graph].create_execution_context()
+        import tensorrt as trt
+
+        engine = self._engines[graph]
+        if self._activation is not None:
+            context = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            if context is not None:
+                if hasattr(context, "set_device_memory"):  # TensorRT >= 10.1
+                    context.set_device_memory(int(self._activation), self.activation_bytes)
+                else:
+                    context.device_memory = int(self._activation)
+        else:
+            context = engine.create_execution_context()
         if context is None:
             raise Human3RError(msg(f"engine {graph}", "create_execution_context failed",
                                    "; ".join(self._logger.errors()[-3:]) or "out of device memory?"))
@@ -353,27 +388,58 @@ class TrtBackend(Backend):
             if not context.set_input_shape(t.name, tuple(t.shape)):
                 raise Human3RError(msg(f"engine {graph}", "set_input_shape refused", f"{t.name} {t.shape}",
                                        hint="the engine was built for other shapes; rebuild"))
+        for t in self.spec.graph(graph).outputs:  # dynamic dims are resolved now: they must give the spec
+            got = tuple(int(d) for d in context.get_tensor_shape(t.name))
+            if got != tuple(t.shape):
+                raise Human3RError(msg(f"engine {graph}", "output shape differs from export.json", f"{t.name} {got}",
+                                       tuple(t.shape), "rebuild the engine from this export"))
+        self.activation_unshared_bytes += _activation_bytes(engine)
         return _Slot(context)
+
+    def memory_report(self) -> dict[str, int]:
+        """Activation memory: the one shared block, and what one block per execution context would take; beside
+        them the same two figures predicted by the engines' sidecars for this run mode (`activation`, see
+        activation_figures; 0 for sidecars of older builds)."""
+        mode = "cuda_graph" if self.opts.cuda_graph else "enqueue"
+        figures = [sc.activation for sc in self.sidecars.values() if sc.activation]
+        return {"activation_shared_bytes": int(self.activation_bytes),
+                "activation_unshared_bytes": int(self.activation_unshared_bytes),
+                "execution_contexts": sum(len(s) for s in self._slots.values()),
+                "sidecar_shared_bytes": max((int(f[f"{mode}_shared_bytes"]) for f in figures), default=0),
+                "sidecar_per_context_bytes": sum(int(f[f"{mode}_per_context_bytes"]) for f in figures)}
 
     def _deactivate_impl(self) -> None:
         self._teardown()
 
     def _teardown(self) -> None:
+        """Release everything made in the context, then the context. The order matters: pycuda frees an object
+        by activating the context it was made in, and once that context is detached it swallows
+        cannot_activate_dead_context, so a stream, pinned or device buffer freed afterwards simply leaks."""
         try:
             if self.stream is not None:
                 self.stream.synchronize()
+            self._close_adopted()  # skinner / frame preparer buffers made in this context
             if self._graphs is not None:
                 for slots in self._slots.values():
                     for s in slots.values():
                         self._graphs.destroy(s.graph, s.graph_exec)
-            self._slots.clear()
+            self._slots.clear()  # execution contexts are destroyed here, before the memory they use
             self._engines.clear()
             self._runtime = None
+            if self._activation is not None:
+                self._activation.free()
             for alloc in list(self._dev.values()):
                 alloc.free()
             for st in self._state.values():
                 for a in (*st.buffers, st.initial):
                     a.free()
+            for arr in (*self._pinned_in.values(), *self._pinned_out.values()):
+                free_pinned(arr)
+            self._dev.clear()
+            self._state.clear()
+            self._pinned_in.clear()
+            self._pinned_out.clear()
+            self.stream = None  # pycuda destroys the stream here, while its context is valid
         finally:
             if self._ctx is not None:
                 self._ctx.pop()
@@ -383,7 +449,7 @@ class TrtBackend(Backend):
     # ------------------------------------------------------------------ state
     def reset_state(self) -> None:
         for st in self._state.values():
-            self._cuda.memcpy_dtod_async(st.current, st.initial, st.nbytes, self.stream)
+            self._cuda.memcpy_dtod_async(st.current, st.initial, st.nbytes, self.stream)  # fixed addresses
         self.stream.synchronize()
 
     def read_state(self, name: str) -> np.ndarray:
@@ -403,7 +469,7 @@ class TrtBackend(Backend):
         if name in self._state_out:
             name = self._state_out[name]
         if name in self._state:
-            return self._state[name].current
+            return int(self._state[name].current)
         if name not in self._dev:
             raise Human3RError(msg("device_buffer", "unknown tensor", name, sorted(self._dev) + sorted(self._state)))
         return int(self._dev[name])
@@ -419,10 +485,10 @@ class TrtBackend(Backend):
         g = self.spec.graph(graph)
         out: dict[str, int] = {}
         for t in g.inputs:
-            out[t.name] = self._state[t.name].current if t.name in self._state else int(self._dev[t.name])
+            out[t.name] = int(self._state[t.name].current if t.name in self._state else self._dev[t.name])
         for t in g.outputs:
-            out[t.name] = self._state[self._state_out[t.name]].other if t.name in self._state_out \
-                else int(self._dev[t.name])
+            out[t.name] = int(self._state[self._state_out[t.name]].next_output() if t.name in self._state_out
+                              else self._dev[t.name])
         return out
 
     def _run_impl(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str]) -> dict[str, np.ndarray]:
@@ -444,9 +510,8 @@ class TrtBackend(Backend):
                     raise Human3RError(msg(f"engine {graph}", "set_tensor_address refused", f"{name} -> {a:#x}",
                                            hint="; ".join(self._logger.errors()[-2:])))
                 slot.bound[name] = a
-        if self._graphs is not None and slot.warmed:
-            if not slot.graph_exec:
-                self._capture(self._graphs, graph, slot)
+        if self._graphs is not None and slot.warmed and not slot.no_graph and \
+                (slot.graph_exec or self._capture(self._graphs, graph, slot)):
             self._graphs.launch(slot.graph_exec, int(stream.handle))
         else:
             self._enqueue(graph, slot)
@@ -456,7 +521,7 @@ class TrtBackend(Backend):
             cuda.memcpy_dtoh_async(self._pinned_out[name], src, stream)
         stream.synchronize()
         for p in self.spec.graph(graph).state:
-            self._state[p.input].swap()
+            self._state[p.input].advance()
         return {n: self._pinned_out[n].copy() for n in fetch}
 
     def _enqueue(self, graph: str, slot: _Slot) -> None:
@@ -465,13 +530,43 @@ class TrtBackend(Backend):
                                    "; ".join(self._logger.errors()[-3:]) or "no message",
                                    hint="every I/O address and input shape must be set"))
 
-    def _capture(self, graphs: CudaGraphs, graph: str, slot: _Slot) -> None:
-        """Capture the slot's enqueue (addresses already bound, warmed up once) into a CUDA graph."""
+    def _capture(self, graphs: CudaGraphs, graph: str, slot: _Slot) -> bool:
+        """Capture the slot's enqueue (addresses already bound, warmed up once) into a CUDA graph. Returns False
+        when it cannot be captured: the partial graph is destroyed, the slot runs without a graph from then on,
+        and one warning per backend says why (the enqueue's own error, not the capture's consequence)."""
         handle = int(self.stream.handle)
         graphs.begin_capture(handle)
         try:
             self._enqueue(graph, slot)
-        finally:
+        except Human3RError as exc:
+            try:  # end the broken capture; its "invalidated" error is a consequence of exc, not news
+                partial = graphs.end_capture(handle)
+                graphs.destroy(partial, 0)
+            except Human3RError:
+                pass
+            self._graph_failed(graph, slot, str(exc))
+            return False
+        try:
             captured = graphs.end_capture(handle)
+        except Human3RError as exc:
+            self._graph_failed(graph, slot, str(exc))
+            return False
         slot.graph = captured
-        slot.graph_exec = graphs.instantiate(captured)
+        try:
+            slot.graph_exec = graphs.instantiate(captured)
+        except Human3RError as exc:
+            graphs.destroy(captured, 0)
+            slot.graph = 0
+            self._graph_failed(graph, slot, str(exc))
+            return False
+        return True
+
+    def _graph_failed(self, graph: str, slot: _Slot, why: str) -> None:
+        import warnings
+
+        slot.no_graph = True
+        if not self._graph_warned:
+            self._graph_warned = True
+            warnings.warn(msg(f"engine {graph}", "CUDA graph capture failed; running it without a graph", why,
+                              hint="results are unchanged; only the launch overhead of the graph is lost"),
+                          RuntimeWarning, stacklevel=4)

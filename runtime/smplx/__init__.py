@@ -7,10 +7,10 @@
 
 GPU: `CudaSkinner(model, max_people=K).skin(...)` (pycuda imported lazily, see gpu.py).
 """
-from .gpu import CudaSkinner
-from .model_file import SMPLXData, load_smplx_file
-from .skinning import SMPLXModel, SkinResult, apply_c2w, check_params, project_points
-from .synthetic import make_mean_params, make_synthetic_smplx, write_mean_params, write_synthetic_smplx
+from human3r_edge.runtime.smplx.gpu import CudaSkinner
+from human3r_edge.runtime.smplx.model_file import SMPLXData, load_smplx_file
+from human3r_edge.runtime.smplx.skinning import SMPLXModel, SkinResult, apply_c2w, check_params, project_points
+from human3r_edge.runtime.smplx.synthetic import make_mean_params, make_synthetic_smplx, write_mean_params, write_synthetic_smplx
 
 __all__ = ["CudaSkinner", "SMPLXData", "SMPLXModel", "SkinResult", "apply_c2w", "check_params", "load_smplx_file",
            "make_mean_params", "make_synthetic_smplx", "project_points", "write_mean_params", "write_synthetic_smplx"]

@@ -1,9 +1,13 @@
 """SMPL-X skinning on the GPU: the model uploaded once, buffers for K people, kernels/smplx_skinning.cu.
 
-pycuda is imported only when a `CudaSkinner` is built without explicit `driver` / `compiler` objects, and the
-caller must have made a CUDA context current (e.g. the TensorRT backend's, or `import pycuda.autoinit`).
-Passing `human3r_edge.kernels.host_emu.fake_pycuda.driver` / `.compiler` runs the same launcher on the CPU
-through the host emulation (that is how it is tested on machines without a GPU).
+pycuda is imported only when a `CudaSkinner` is built without an explicit `driver`, and the caller must have made
+the CUDA context it runs in current: the backend's, i.e. the device's *primary* context (the TensorRT backend
+pushes it while active; the ONNX Runtime GPU backends through `ensure_cuda_context()`). Never `pycuda.autoinit`:
+it creates another context, and the CUDA runtime of ONNX Runtime makes the primary one current on every run, so
+kernels of the other context fail with "invalid resource handle". The kernels load from the PTX shipped in
+kernels/ptx (no nvcc at run time). Buffers belong to that context: call `close()` before it is released
+(`backend.adopt(skinner)` does it at deactivation). Passing the strict pycuda stand-in's driver
+(tests/support/fake_gpu) runs the same launcher on the CPU through the host emulation (how it is tested here).
 """
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from ...kernels.build import kernel_source
-from ..errors import BackendUnavailable, Human3RError, msg
-from .constants import EXTRA_JOINT_VERTICES, HUMAN3R_ROT_JOINTS, NUM_JOINTS, NUM_OUTPUT_JOINTS, NUM_VERTS, joint_depths
-from .native import sparse_weights
-from .skinning import NUM_BLEND, POSE_JOINTS, SkinResult, SMPLXModel, _empty_result, check_params
+from human3r_edge.kernels.build import load_module
+from human3r_edge.errors import BackendUnavailable, Human3RError, msg
+from human3r_edge.runtime.smplx.constants import EXTRA_JOINT_VERTICES, HUMAN3R_ROT_JOINTS, NUM_JOINTS, NUM_OUTPUT_JOINTS, NUM_VERTS, joint_depths
+from human3r_edge.runtime.smplx.native import sparse_weights
+from human3r_edge.runtime.smplx.skinning import NUM_BLEND, POSE_JOINTS, SkinResult, SMPLXModel, _empty_result, check_params
 
 PARAM_STRIDE = 500  # per person: 53 rotations (477) | betas, expression (20) | head translation (3)
 KERNEL_FILE = "smplx_skinning.cu"
@@ -72,18 +76,12 @@ class CudaSkinner:
     def __init__(self, model: SMPLXModel, max_people: int, *, driver: Any = None, compiler: Any = None) -> None:
         if not isinstance(max_people, (int, np.integer)) or isinstance(max_people, bool) or max_people < 1:
             raise Human3RError(msg("CudaSkinner", "max_people must be an int >= 1", repr(max_people), ">= 1"))
-        if (driver is None) != (compiler is None):
-            raise Human3RError(msg("CudaSkinner", "give both driver and compiler, or neither", None))
-        if driver is None:
+        if driver is None:  # compiler: unused (the kernels load from shipped PTX); kept for old callers
             driver, compiler = _import_pycuda()
         self.driver = driver
         self.max_people = K = int(max_people)
         self.model = model
-        try:
-            module = compiler.SourceModule(kernel_source(KERNEL_FILE), no_extern_c=True)
-        except Exception as exc:  # pycuda raises CompileError/LogicError (e.g. no current context)
-            raise BackendUnavailable(msg("CUDA skinning", "cannot build the kernels", repr(exc)[:500], None,
-                                         "a CUDA context must be current (e.g. import pycuda.autoinit)")) from exc
+        module = load_module(driver, KERNEL_FILE)
         self._fk = module.get_function("smplx_fk_kernel")
         blend = "smplx_blend_f32_kernel" if model.blend_dtype == np.float32 else "smplx_blend_f16_kernel"
         self._blend = module.get_function(blend)
@@ -120,6 +118,19 @@ class CudaSkinner:
         dev = self.driver.mem_alloc(max(arr.nbytes, 4))
         self.driver.memcpy_htod(dev, arr)
         return dev
+
+    def close(self) -> None:
+        """Free the device buffers and the page-locked staging now, while their CUDA context is still alive
+        (pycuda cannot free them once it is detached: they would leak). The skinner is unusable afterwards."""
+        for alloc in list(getattr(self, "device_buffers", {}).values()) + list(getattr(self, "const", {}).values()):
+            alloc.free()
+        self.device_buffers, self.const = {}, {}
+        host = getattr(self, "_params_host", None)
+        free = getattr(getattr(host, "base", None), "free", None)
+        if callable(free):
+            free()
+        self._params_host = None
+        self._module = self._fk = self._blend = self._skin = self._joints = None
 
     # ------------------------------------------------------------------------------------------ per frame
     def launch(self, rotmat: np.ndarray, betas: np.ndarray, expression: np.ndarray, transl: np.ndarray,

@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import CheckpointError, msg
-from .constants import (NUM_BETAS, NUM_EXPR, NUM_JOINTS, NUM_LANDMARKS, NUM_POSE_FEATURES, NUM_VERTS, PARENTS,
+from human3r_edge.errors import CheckpointError, Human3RError, msg
+from human3r_edge.runtime.smplx.constants import (NUM_BETAS, NUM_EXPR, NUM_JOINTS, NUM_LANDMARKS, NUM_POSE_FEATURES, NUM_VERTS, PARENTS,
                         SHAPE_SPACE_DIM)
 
 _GET_MODEL = ("download SMPLX_NEUTRAL.npz from https://smpl-x.is.tue.mpg.de (models_smplx_v1_1), or write a "
@@ -88,6 +88,14 @@ def load_smplx_file(path: str | os.PathLike) -> SMPLXData:
 
 # ------------------------------------------------------------------------------------------ .npz
 def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    from human3r_edge.runtime.integrity import check_zip
+
+    # Every member's CRC-32 first: np.load checks one only when it reads a member to its end, so a flipped byte in
+    # an .npy header (a shape that reads fewer bytes) or in the data would otherwise go unnoticed.
+    try:
+        check_zip(path, what)
+    except Human3RError as exc:
+        raise CheckpointError(str(exc)) from exc
     try:
         z = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:

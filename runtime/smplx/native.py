@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ...kernels.build import kernel_path
+from human3r_edge.kernels.build import kernel_path
 
 SOURCE = "smplx_cpu.c"
 ABI_VERSION = 2

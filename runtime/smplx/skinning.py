@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import Human3RError, msg
-from .constants import (EXTRA_JOINT_VERTICES, HEAD, HUMAN3R_ROT_JOINTS, LEFT_EYE, NUM_BETAS, NUM_COEFFS, NUM_EXPR,
+from human3r_edge.errors import Human3RError, msg
+from human3r_edge.runtime.smplx.constants import (EXTRA_JOINT_VERTICES, HEAD, HUMAN3R_ROT_JOINTS, LEFT_EYE, NUM_BETAS, NUM_COEFFS, NUM_EXPR,
                         NUM_HUMAN3R_ROTS, NUM_JOINTS, NUM_OUTPUT_JOINTS, NUM_VERTS, RIGHT_EYE, depth_levels)
-from .model_file import SMPLXData, load_smplx_file
-from .native import TILE, NativeKernels, blocked_basis, load_native, native_status, sparse_weights
+from human3r_edge.runtime.smplx.model_file import SMPLXData, load_smplx_file
+from human3r_edge.runtime.smplx.native import TILE, NativeKernels, blocked_basis, load_native, native_status, sparse_weights
 
 SPARSE_MAX_KW = 8  # most non-zero skinning weights per vertex for the sparse skinning kernel (else dense numpy)
 BACKENDS = ("auto", "native", "numpy")  # SMPLXModel(backend=...): auto = native when it compiles, else numpy

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import EXTRA_JOINT_VERTICES, NUM_FACES, NUM_JOINTS, NUM_LANDMARKS, NUM_VERTS, PARENTS
+from human3r_edge.runtime.smplx.constants import EXTRA_JOINT_VERTICES, NUM_FACES, NUM_JOINTS, NUM_LANDMARKS, NUM_VERTS, PARENTS
 
 DEFAULT_SEED = 7
 NUM_SHAPE_PCS, NUM_EXPR_PCS = 300, 100  # official shapedirs: (V, 3, 400)

@@ -6,11 +6,20 @@ from pathlib import Path
 _CACHE: dict[tuple, Path] = {}
 
 
-def golden_export(tmp_factory, golden_dir: Path, max_people: int = 4, lean: bool = False, fp16: bool = False) -> Path:
-    """`export_model` of the golden's checkpoint at the golden's resolution (cached for the session)."""
+def golden_export(tmp_factory, golden_dir: Path, max_people: int | None = None, lean: bool = False,
+                  fp16: bool = False) -> Path:
+    """`export_model` of the golden's checkpoint at the golden's resolution (cached for the session).
+
+    max_people: K slots; default: enough for the golden's most crowded step (`Golden.slots`), so no person is dropped.
+    """
     import numpy as np
 
     from human3r_edge.export.onnx_export import ExportOptions, export_model, load_source
+
+    from .goldens import golden
+
+    if max_people is None:
+        max_people = golden(golden_dir).slots
 
     key = ("golden", str(golden_dir), max_people, lean, fp16)
     if key not in _CACHE:

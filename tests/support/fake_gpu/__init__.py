@@ -7,8 +7,10 @@ runtime/cuda_util.py and export/trt_build.py runs unchanged on a machine without
         fake_gpu.dev.violations      # contract breaches seen so far
 
 Device memory is host memory addressed by integer pointers, streams and events are ordered queues executed on
-synchronisation, an engine is the ONNX graph run by ONNX Runtime CPU, and kernels built with
-`pycuda.compiler.SourceModule` run through `human3r_edge.kernels.host_emu` (the same .cu source).
+synchronisation, an engine is the ONNX graph run by ONNX Runtime CPU, and kernels (`SourceModule`, or the shipped
+PTX through `module_from_buffer`) run through `human3r_edge.kernels.host_emu.launch` (the same .cu source, pycuda's
+argument rules). This is the project's one pycuda stand-in: kernel launchers are tested on it with the
+`primary_gpu` fixture (the primary context current, as a backend's ensure_cuda_context leaves it).
 Every contract breach raises `ContractViolation` (see device.py and tensorrt_fake.py for the list).
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .libcuda_fake import FakeLibCuda
 from .pycuda_fake import make_pycuda_modules
 from .tensorrt_fake import make_tensorrt_module
 
-__all__ = ["ContractViolation", "FakeDevice", "FakeGPU", "fake_gpu", "install"]
+__all__ = ["ContractViolation", "FakeDevice", "FakeGPU", "fake_gpu", "install", "primary_gpu"]
 _NAMES = ("tensorrt", "pycuda", "pycuda.driver", "pycuda.compiler", "pycuda.autoinit")
 
 
@@ -46,6 +48,17 @@ class FakeGPU:
         out = list(self.dev.violations)
         self.dev.violations.clear()
         return out
+
+    @property
+    def compiler(self) -> Any:
+        """The fake `pycuda.compiler` (SourceModule over kernels/host_emu/launch.py)."""
+        return sys.modules["pycuda.compiler"]
+
+    def push_primary(self) -> Any:
+        """Push the device's primary context on this thread (what a backend's ensure_cuda_context does)."""
+        ctx = self.cuda.Device(0).retain_primary_context()
+        ctx.push()
+        return ctx
 
     def set_trt_version(self, version: str) -> Any:
         """Swap in a fake tensorrt of another version (same device); returns the new module."""
@@ -93,11 +106,26 @@ class _AutoinitFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 @pytest.fixture
+def primary_gpu(fake_gpu: FakeGPU) -> FakeGPU:
+    """The stand-in with the primary context current on this thread: for tests that drive a kernel launcher
+    directly (`CudaSkinner(model, k, driver=gpu.cuda)`, `CudaPreprocessor(..., driver=gpu.cuda)`), as a backend's
+    `ensure_cuda_context()` leaves it. The kernels run through the host emulation (kernels/host_emu)."""
+    fake_gpu.push_primary()
+    return fake_gpu
+
+
+@pytest.fixture
 def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGPU]:
     """The stand-in for one test. Fails the test if a contract violation was raised but swallowed somewhere
     (a test that plants one takes it with `take_violations()`)."""
     gpu = install(monkeypatch)
     yield gpu
+    import gc
+
+    gc.collect()  # objects dropped by the test are freed now, so a leak past a detached context is seen here
     left = gpu.dev.violations
     if left:
-        pytest.fail(f"CPU stand-in: unacknowledged contract violation(s): {left}")
+        from collections import Counter
+
+        summary = "; ".join(f"{n} x {text}" if n > 1 else text for text, n in Counter(left).items())
+        pytest.fail(f"CPU stand-in: unacknowledged contract violation(s): {summary}")

@@ -42,6 +42,13 @@ class FakeLibCuda:
         return self._guard("cuStreamBeginCapture_v2", lambda: self.dev.begin_capture(_val(stream)))
 
     def cuStreamEndCapture(self, stream: Any, graph_ref: Any) -> int:
+        s = self.dev.streams.get(_val(stream))
+        if s is not None and s.invalidated:
+            self.calls.append("cuStreamEndCapture")
+            self.dev.end_capture(_val(stream))
+            _out(graph_ref, 0)
+            return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+
         def run() -> None:
             _out(graph_ref, self.dev.end_capture(_val(stream)))
         return self._guard("cuStreamEndCapture", run)
@@ -69,6 +76,13 @@ class FakeLibCuda:
         g.alive = False
         self.calls.append("cuGraphDestroy")
         return CUDA_SUCCESS
+
+    def cuStreamSynchronize(self, stream: Any) -> int:
+        h = _val(stream)
+        h = 0 if h in (1, 2) else h  # CU_STREAM_LEGACY, CU_STREAM_PER_THREAD
+        if h not in self.dev.streams or not self.dev.streams[h].alive:
+            return CUDA_ERROR_INVALID_VALUE
+        return self._guard("cuStreamSynchronize", lambda: self.dev.synchronize(h, "cuStreamSynchronize"))
 
     def cuGetErrorName(self, code: Any, out_ref: Any) -> int:
         out_ref._obj.value = _NAMES.get(_val(code), b"CUDA_ERROR_UNKNOWN")

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .device import Allocation, FakeDevice
+from .device import Allocation, FakeDevice, PyContext
 
 
 def make_pycuda_modules(dev: FakeDevice) -> dict[str, types.ModuleType]:
@@ -30,20 +30,44 @@ def make_pycuda_modules(dev: FakeDevice) -> dict[str, types.ModuleType]:
         __index__ = __int__
 
         def free(self) -> None:
-            if self._a.alive:
+            if self._a.alive and dev.released(self._a.owner, f"device allocation {self._a.tag}"):
                 dev.free(self._a)
 
         def __del__(self) -> None:
-            if self._a.alive:
+            if self._a.alive and dev.released(self._a.owner, f"device allocation {self._a.tag} (garbage collected)",
+                                                     in_del=True):
                 dev.free(self._a)  # a buffer dropped while TensorRT still holds its address: caught on next use
+
+    class PagelockedHostAllocation:
+        """The `.base` of a pagelocked_empty array, as in pycuda: `.free()` releases the page-locked memory."""
+
+        def __init__(self, shape: Any, dtype: Any, order: str, owner: PyContext | None) -> None:
+            self._arr = np.empty(shape, dtype, order=order)
+            self._arr.reshape(-1).view(np.uint8).fill(0xFF)  # uninitialised (NaN for floats), as real pinned memory
+            self.__array_interface__ = self._arr.__array_interface__
+            self.owner, self.alive = owner, True
+            dev.register_pinned(self._arr)
+            dev.live_pinned[id(self)] = f"pagelocked {self._arr.shape} {self._arr.dtype}"
+
+        def free(self) -> None:
+            if self.alive and dev.released(self.owner, "page-locked host allocation"):
+                self.alive = False
+                dev.unregister_pinned(self._arr)
+                dev.live_pinned.pop(id(self), None)
+
+        def __del__(self) -> None:
+            if self.alive and dev.released(self.owner, "page-locked host allocation (garbage collected)", in_del=True):
+                self.alive = False
+                dev.unregister_pinned(self._arr)
+                dev.live_pinned.pop(id(self), None)
 
     def _ptr(x: Any, what: str) -> int:
         if isinstance(x, np.ndarray):
             dev.violation(f"{what}: got a host numpy array where device memory is required (wrong direction?)")
-        if isinstance(x, DeviceAllocation):
-            return int(x)
-        if isinstance(x, (int, np.integer)):
-            return int(x)
+        if isinstance(x, (DeviceAllocation, int, np.integer)):
+            p = int(x)
+            dev.owned(p, what)  # a buffer of another CUDA context: invalid on a real GPU
+            return p
         dev.violation(f"{what}: {type(x).__name__} is not a device pointer")
         return 0
 
@@ -61,31 +85,51 @@ def make_pycuda_modules(dev: FakeDevice) -> dict[str, types.ModuleType]:
 
     # ------------------------------------------------------------------ contexts and devices
     class Context:
-        def __init__(self, device: "Device") -> None:
-            self.device = device
-            self.detached = False
+        """pycuda's Context (cuda.hpp `context`): push/pop on this thread's stacks; detach releases it (and pops
+        it first when it is current) and makes it invalid, so objects made in it can no longer be freed."""
+
+        def __init__(self, device: "Device", pc: PyContext) -> None:
+            self.device, self._c = device, pc
+            pc.obj = self
+
+        @property
+        def handle(self) -> int:
+            return self._c.cu
+
+        @property
+        def detached(self) -> bool:
+            return not self._c.alive
 
         def push(self) -> None:
-            dev.context_depth += 1
+            dev.push(self._c)
 
         @staticmethod
         def pop() -> None:
-            if dev.context_depth <= 0:
-                dev.violation("Context.pop with no current context")
-            dev.context_depth -= 1
+            dev.pop()
+
+        @staticmethod
+        def get_current() -> "Context | None":
+            cur = dev.pycuda_current()
+            return None if cur is None else cur.obj  # type: ignore[return-value]
 
         @staticmethod
         def synchronize() -> None:
             dev.require_context("Context.synchronize")
             dev.synchronize_all("Context.synchronize")
 
-        def detach(self) -> None:
-            if self.detached:
-                dev.violation("Context.detach twice")
-            self.detached = True
+        @staticmethod
+        def get_device() -> "Device":
+            if dev.require_context("Context.get_device") is None:
+                raise LogicError("cuCtxGetDevice failed: invalid context")
+            return Device(0)
 
-        def get_device(self) -> "Device":
-            return self.device
+        def detach(self) -> None:
+            if not self._c.alive:
+                dev.violation("Context.detach of an invalid context (pycuda: cannot detach from invalid context)")
+                return
+            if dev.pycuda_current() is self._c:
+                dev.pop()  # detaching the current context pops it
+            self._c.alive = False
 
     class Device:
         def __init__(self, ordinal: int) -> None:
@@ -106,13 +150,15 @@ def make_pycuda_modules(dev: FakeDevice) -> dict[str, types.ModuleType]:
         def total_memory(self) -> int:
             return dev.total_memory
 
-        def make_context(self) -> Context:
-            c = Context(self)
+        def make_context(self, flags: int = 0) -> Context:
+            """A new context (not the primary one), pushed: what pycuda.autoinit does."""
+            c = Context(self, PyContext(dev.handle(), primary=False))
             c.push()
             return c
 
         def retain_primary_context(self) -> Context:
-            return Context(self)
+            """The device's primary context (the one the CUDA runtime uses), not pushed."""
+            return Context(self, PyContext(dev.primary_cu, primary=True))
 
     def init(flags: int = 0) -> None:
         return None
@@ -124,11 +170,9 @@ def make_pycuda_modules(dev: FakeDevice) -> dict[str, types.ModuleType]:
         return dev.total_memory - dev.bytes_in_use, dev.total_memory
 
     def pagelocked_empty(shape: Any, dtype: Any, order: str = "C", mem_flags: int = 0) -> np.ndarray:
-        dev.require_context("pagelocked_empty")
-        arr = np.empty(shape, dtype, order=order)
-        arr.reshape(-1).view(np.uint8).fill(0xFF)  # uninitialised (NaN for floats), as real pinned memory
-        dev.register_pinned(arr)
-        return arr
+        owner = dev.require_context("pagelocked_empty")
+        arr = np.asarray(PagelockedHostAllocation(shape, dtype, order, owner))
+        return arr  # arr.base is the PagelockedHostAllocation, as in pycuda
 
     # ------------------------------------------------------------------ copies
     def memcpy_htod_async(dest: Any, src: Any, stream: Any = None) -> None:
@@ -165,7 +209,7 @@ def make_pycuda_modules(dev: FakeDevice) -> dict[str, types.ModuleType]:
             dev.span(d, n, "memcpy_dtod_async dest")[:] = dev.span(s, n, "memcpy_dtod_async src")
         dev.enqueue(_stream_handle(stream), f"dtod {n}B", op)
 
-    def _sync_copy(name: str) -> None:
+    def _sync_copy(name: str) -> None:  # pointers are checked against the current context by _ptr
         dev.require_context(name)
         if dev.capturing():
             dev.violation(f"{name}: synchronous copy during CUDA graph capture")
@@ -211,9 +255,13 @@ def make_pycuda_modules(dev: FakeDevice) -> dict[str, types.ModuleType]:
     # ------------------------------------------------------------------ streams and events
     class Stream:
         def __init__(self, flags: int = 0) -> None:
-            dev.require_context("Stream()")
-            self._s = dev.new_stream()
+            self._s = dev.new_stream(dev.require_context("Stream()"))
             self.handle = self._s.handle
+
+        def __del__(self) -> None:  # pycuda: ~stream() destroys it in its context (leaks if that was detached)
+            s = getattr(self, "_s", None)
+            if s is not None and s.alive:
+                dev.destroy_stream(s)
 
         def synchronize(self) -> None:
             dev.synchronize(self.handle, "Stream.synchronize")
@@ -251,12 +299,31 @@ def make_pycuda_modules(dev: FakeDevice) -> dict[str, types.ModuleType]:
                           memcpy_dtoh_async=memcpy_dtoh_async, memcpy_dtod_async=memcpy_dtod_async,
                           memcpy_htod=memcpy_htod, memcpy_dtoh=memcpy_dtoh, memcpy_dtod=memcpy_dtod,
                           memset_d8_async=memset_d8_async, memset_d32_async=memset_d32_async,
-                          Stream=Stream, Event=Event).items():
+                          Stream=Stream, Event=Event, module_from_buffer=None,
+                          PagelockedHostAllocation=PagelockedHostAllocation).items():
         setattr(driver, name, obj)
     driver.FAKE_DEVICE = dev  # type: ignore[attr-defined]
 
     compiler = types.ModuleType("pycuda.compiler")
-    compiler.SourceModule = _make_source_module(dev, _ptr, _stream_handle)  # type: ignore[attr-defined]
+    source_module = _make_source_module(dev, _ptr, _stream_handle)
+    compiler.SourceModule = source_module  # type: ignore[attr-defined]
+
+    def module_from_buffer(buffer: Any, options: Any = None, message_handler: Any = None) -> Any:
+        """cuModuleLoadDataEx of PTX text: the shipped PTX of kernels/ptx is mapped back to its .cu source
+        (its header names it) and run through the host emulation (kernels/host_emu/launch.py). Refused as the
+        driver would: a PTX ISA newer than the driver, a .target newer than the GPU, or a PTX older than its
+        source (stale)."""
+        from human3r_edge.kernels import build
+        from human3r_edge.kernels.host_emu import launch
+
+        owner = dev.require_context("cuModuleLoadDataEx")
+        try:
+            module = launch.load_ptx(buffer, dev.cc, dev.driver_ptx_isa)
+        except build.PtxError as exc:
+            raise LogicError(f"cuModuleLoadDataEx failed: {exc}") from None
+        return source_module.loaded(module, owner)
+
+    driver.module_from_buffer = module_from_buffer  # type: ignore[attr-defined]
 
     def make_autoinit() -> types.ModuleType:
         """Executed when `pycuda.autoinit` is imported: creates and pushes a context, like the real module."""
@@ -273,34 +340,37 @@ def make_pycuda_modules(dev: FakeDevice) -> dict[str, types.ModuleType]:
     return {"pycuda": pkg, "pycuda.driver": driver, "pycuda.compiler": compiler}
 
 
-def _make_source_module(dev: FakeDevice, ptr_of: Any, stream_of: Any) -> type:
-    """SourceModule that compiles the same .cu source through human3r_edge.kernels.host_emu and runs it on the host."""
+def _make_source_module(dev: FakeDevice, ptr_of: Any, stream_of: Any) -> Any:
+    """SourceModule over the host emulation's launcher (human3r_edge.kernels.host_emu.launch): the same .cu source,
+    compiled for and run on the host; this fake adds the contexts, streams and device-memory checks."""
 
     class Function:
-        def __init__(self, fn: Any, name: str) -> None:
-            self._fn, self.name, self._types = fn, name, None
+        def __init__(self, fn: Any, name: str, owner: Any = None) -> None:
+            self._fn, self.name, self._types, self.owner = fn, name, None, owner
 
         def _convert(self, args: tuple) -> list:
-            out = []
-            for i, a in enumerate(args):
-                if isinstance(a, (bool, int, float)):  # pycuda's _build_arg_buf: "invalid type on parameter #i"
-                    dev.violation(f"kernel {self.name}: parameter #{i} is a plain Python {type(a).__name__}; real "
-                                  "pycuda raises TypeError (wrap scalars as np.int32(...) etc., pointers as "
-                                  "np.uintp(...) or pass the allocation)")
+            from human3r_edge.kernels.host_emu.launch import check_kernel_args
+
+            try:
+                check_kernel_args(self.name, args)  # pycuda's _build_arg_buf: TypeError, as real pycuda raises
+            except TypeError as exc:
+                dev.violations.append(str(exc))
+                raise
+            out: list = []
+            for a in args:
                 if isinstance(a, (np.integer, np.floating)):
                     out.append(a)
-                elif isinstance(a, np.ndarray):
-                    dev.violation(f"kernel {self.name}: host array passed as a kernel argument")
                 else:
                     p = ptr_of(a, f"kernel {self.name} pointer argument")
                     if dev.find(p) is None or not dev.find(p).alive:  # type: ignore[union-attr]
                         dev.violation(f"kernel {self.name}: pointer {p:#x} is not live device memory")
-                    out.append(p)
+                    out.append(np.uintp(p))
             return out
 
         def __call__(self, *args: Any, block: tuple = (1, 1, 1), grid: tuple = (1, 1), stream: Any = None,
                      shared: int = 0, **kw: Any) -> None:
             dev.require_context(f"kernel {self.name}")
+            dev.check_owner(self.owner, f"kernel {self.name} launch (cuLaunchKernel)")
             conv = self._convert(args)
             g3 = tuple(grid) + (1,) * (3 - len(grid))
             dev.enqueue(stream_of(stream), f"kernel {self.name}",
@@ -318,11 +388,20 @@ def _make_source_module(dev: FakeDevice, ptr_of: Any, stream_of: Any) -> type:
 
     class SourceModule:
         def __init__(self, source: str, options: Any = None, no_extern_c: bool = False, **kw: Any) -> None:
-            from human3r_edge.kernels import host_emu  # kernels run on the CPU, compiled from the same .cu source
+            from human3r_edge.kernels.host_emu import launch  # the same .cu source, compiled for the host
 
-            self._module = host_emu.compile_module(source, options=options, no_extern_c=no_extern_c)
+            self.owner = dev.require_context("cuModuleLoad")
+            dev.nvcc_runs += 1  # pycuda's SourceModule runs nvcc at run time
+            self._module = launch.load_source(source, options=options, no_extern_c=no_extern_c)
+
+        @classmethod
+        def loaded(cls, module: Any, owner: Any) -> "SourceModule":
+            """A module loaded from PTX (module_from_buffer): no nvcc run."""
+            self = cls.__new__(cls)
+            self.owner, self._module = owner, module
+            return self
 
         def get_function(self, name: str) -> Function:
-            return Function(self._module.get_function(name), name)
+            return Function(self._module.get_function(name), name, self.owner)
 
     return SourceModule

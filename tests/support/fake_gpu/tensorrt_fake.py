@@ -38,12 +38,36 @@ _LAYER_TYPES = {"MatMul": "MATRIX_MULTIPLY", "Gemm": "MATRIX_MULTIPLY", "Conv": 
                 "Sqrt": "UNARY", "Abs": "UNARY", "Relu": "ACTIVATION", "Sigmoid": "ACTIVATION", "Tanh": "ACTIVATION",
                 "Reshape": "SHUFFLE", "Transpose": "SHUFFLE", "Squeeze": "SHUFFLE", "Unsqueeze": "SHUFFLE",
                 "Slice": "SLICE", "Concat": "CONCATENATION", "Gather": "GATHER", "Where": "SELECT", "Cast": "CAST",
-                "Identity": "IDENTITY", "Resize": "RESIZE", "Constant": "CONSTANT"}
+                "Identity": "IDENTITY", "Resize": "RESIZE", "Constant": "CONSTANT", "Shape": "SHAPE"}
 
 
 def _version_tuple(v: str) -> tuple[int, int]:
     a = v.split(".")
     return int(a[0]), int(a[1])
+
+
+def _concrete(t: dict) -> list:
+    return list(t.get("concrete", t["shape"]))
+
+
+def _concrete_shapes(onnx_bytes: bytes, opt: dict[str, tuple]) -> dict[str, tuple]:
+    """Every graph input and output shape with the dynamic inputs fixed at `opt` (ONNX shape inference)."""
+    import onnx
+
+    m = onnx.load_from_string(onnx_bytes)
+    for v in m.graph.input:
+        if v.name in opt:
+            for d, val in zip(v.type.tensor_type.shape.dim, opt[v.name]):
+                d.Clear()
+                d.dim_value = int(val)
+    g = onnx.shape_inference.infer_shapes(m).graph
+    first = next(iter(opt.values()), ())
+    out = {}
+    for v in list(g.input) + list(g.value_info) + list(g.output):
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim]
+        # a dim inference left symbolic (a declared dim_param on an output): the dynamic input's dim there
+        out[v.name] = tuple(first[i] if d < 0 and i < len(first) else d for i, d in enumerate(dims))
+    return out
 
 
 def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dict | None = None) -> types.ModuleType:
@@ -82,6 +106,8 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
                                          "FP8": 6, "BF16": 7, "INT64": 8, "INT4": 9})
     TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
     TensorLocation = enum.IntEnum("TensorLocation", {"DEVICE": 0, "HOST": 1})
+    ExecutionContextAllocationStrategy = enum.IntEnum("ExecutionContextAllocationStrategy",
+                                                      {"STATIC": 0, "ON_PROFILE_CHANGE": 1, "USER_MANAGED": 2})
     MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0, "DLA_MANAGED_SRAM": 1,
                                                      "DLA_LOCAL_DRAM": 2, "DLA_GLOBAL_DRAM": 3, "TACTIC_DRAM": 4})
     LayerType = enum.IntEnum("LayerType", {n: k for k, n in enumerate(sorted(set(_LAYER_TYPES.values())
@@ -312,12 +338,19 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
         def get_shape(self, input: str) -> tuple:
             return self.shapes[input]
 
+    def _origin() -> dict:
+        return {"trt": version, "gpu": dev.name, "cc": list(dev.cc)}
+
     class ITimingCache:
-        def __init__(self, entries: list[str]) -> None:
+        """Like TensorRT's, a cache remembers the TensorRT version and the device it was timed on."""
+
+        def __init__(self, entries: list[str], origin: dict | None = None) -> None:
             self.entries = list(entries)
+            self.origin = dict(origin) if origin is not None else _origin()
 
         def serialize(self) -> HostMemory:
-            return HostMemory(CACHE_MAGIC + json.dumps(sorted(set(self.entries))).encode())
+            return HostMemory(CACHE_MAGIC + json.dumps({"origin": self.origin,
+                                                        "entries": sorted(set(self.entries))}).encode())
 
         def combine(self, other: "ITimingCache", ignore_mismatch: bool) -> bool:
             self.entries += other.entries
@@ -364,10 +397,17 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
             if not data.startswith(CACHE_MAGIC):
                 self._logger.log(Severity.ERROR, "Timing cache blob is corrupt or from another TensorRT version")
                 return None
-            return ITimingCache(json.loads(data[len(CACHE_MAGIC):].decode()))
+            d = json.loads(data[len(CACHE_MAGIC):].decode())
+            return ITimingCache(d["entries"], d["origin"])
 
         def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+            """TensorRT refuses (ERROR + False) a cache timed on another device or TensorRT version unless
+            ignore_mismatch (then its timings may be wrong for this device)."""
             if not isinstance(cache, ITimingCache):
+                return False
+            if cache.origin != _origin() and not ignore_mismatch:
+                self._logger.log(Severity.ERROR, f"setTimingCache: the timing cache was created with "
+                                                 f"{cache.origin}, this is {_origin()}: mismatch")
                 return False
             self._cache = cache
             return True
@@ -379,9 +419,20 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
             self.profiles.append(profile)
             return len(self.profiles) - 1
 
+    def _global_logger(logger: ILogger, who: str) -> ILogger:
+        """TensorRT keeps one logger per process: the first one given; later ones are ignored (with a warning
+        sent to the first), so their owners never see TensorRT's messages."""
+        first = st.setdefault("logger", logger)
+        if logger is not first:
+            st["ignored_loggers"] = st.get("ignored_loggers", 0) + 1
+            first.log(Severity.WARNING, f"The logger passed into {who} differs from one already provided for an "
+                                        "existing builder, runtime, or refitter. Uses of the global logger, returned "
+                                        "by nvinfer1::getLogger(), will return the existing value.")
+        return first
+
     class Builder:
         def __init__(self, logger: ILogger) -> None:
-            self.logger = logger
+            self.logger = _global_logger(logger, "createInferBuilder")
             self.platform_has_fast_fp16 = True
 
         def create_network(self, flags: int = 0) -> INetworkDefinition:
@@ -407,6 +458,15 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
             obey = any(config.get_flag(BuilderFlag[n]) for n in ("OBEY_PRECISION_CONSTRAINTS",
                                                                  "PREFER_PRECISION_CONSTRAINTS")
                        if n in BuilderFlag.__members__)
+            if obey and "OBEY_PRECISION_CONSTRAINTS" in BuilderFlag.__members__ and \
+                    config.get_flag(BuilderFlag.OBEY_PRECISION_CONSTRAINTS):
+                for lay in network._layers:  # FP32 demanded of a layer that has no FP32 implementation
+                    non_float = [t.name for t in lay._outputs if DataType(t.dtype).name not in ("FLOAT", "HALF")]
+                    if lay.precision_is_set and (lay.type in (LayerType.SHAPE, LayerType.CONSTANT) or non_float):
+                        log(Severity.ERROR, f"9: [{lay.name}] Could not find any implementation for node "
+                                            f"{lay.name} ({LayerType(lay.type).name}) with precision FP32 obeyed "
+                                            f"(non-float outputs {non_float})")
+                        return None
             if pinned and not obey:
                 log(Severity.WARNING, "Layer precisions are set but no precision-constraint flag; they are ignored")
             dynamic = [t.name for t in network._inputs if any(d < 0 for d in t.shape)]
@@ -436,12 +496,22 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
             if config._cache is not None:
                 hits = sum(k in set(config._cache.entries) for k in keys)
                 config._cache.entries += keys
+            # Dynamic dims: like TensorRT, the engine reports -1 for them (even when min = opt = max); the
+            # concrete shapes come from the profile (inputs) and shape inference at the profile's opt (outputs)
+            profiles = {n: p.shapes[n] for p in config.profiles for n in p.shapes}
+            concrete = _concrete_shapes(network.onnx_bytes, {n: v[1] for n, v in profiles.items()}) \
+                if dynamic else {}
+
+            def io(t: Any, mode: str) -> dict:
+                d = {"name": t.name, "mode": mode, "shape": list(t.shape), "dtype": DataType(t.dtype).name,
+                     "concrete": list(concrete.get(t.name, t.shape))}
+                if t.name in profiles:
+                    d["profile"] = [list(x) for x in profiles[t.name]]
+                return d
+
             header = {
                 "trt_version": version, "gpu_name": dev.name, "cc": list(dev.cc),
-                "io": [{"name": t.name, "mode": "INPUT", "shape": list(t.shape), "dtype": DataType(t.dtype).name}
-                       for t in network._inputs] +
-                      [{"name": t.name, "mode": "OUTPUT", "shape": list(t.shape), "dtype": DataType(t.dtype).name}
-                       for t in network._outputs],
+                "io": [io(t, "INPUT") for t in network._inputs] + [io(t, "OUTPUT") for t in network._outputs],
                 "device_memory_size": int(sum(sizes)),
                 "strongly_typed": network.strongly_typed,
                 "flags": sorted(BuilderFlag(f).name for f in config._flags),
@@ -455,12 +525,23 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
 
     # ------------------------------------------------------------------ runtime side
     class IExecutionContext:
-        def __init__(self, engine: "ICudaEngine") -> None:
-            dev.require_context("createExecutionContext")
+        def __init__(self, engine: "ICudaEngine", user_managed: bool = False) -> None:
+            dev.require_context("createExecutionContext", runtime=True)
             self.engine = engine
-            self._scratch = dev.alloc(max(engine.device_memory_size, 1), tag=f"context scratch {engine.name}")
+            self._scratch = None if user_managed else dev.alloc(max(engine.device_memory_size, 1), runtime=True,
+                                                                  tag=f"context scratch {engine.name}")
+            self._user_managed = user_managed
+            self._user_mem: tuple[int, int] | None = None
             self._addr: dict[str, int] = {}
             self._shapes: dict[str, tuple] = {}
+
+        def set_device_memory(self, memory: int, size: int) -> None:
+            """USER_MANAGED contexts: the activation memory the application provides (TensorRT >= 10.1)."""
+            need = self.engine.device_memory_size_v2
+            if int(size) < need:
+                dev.violation(f"set_device_memory on {self.engine.name}: {size} bytes < device_memory_size_v2 {need}")
+            dev.span(int(memory), int(size), f"set_device_memory {self.engine.name}")
+            self._user_mem = (int(memory), int(size))
 
         def __del__(self) -> None:
             if getattr(self, "_scratch", None) is not None and self._scratch.alive and not dev.capturing():
@@ -485,15 +566,16 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
             if t is None or t["mode"] != "INPUT":
                 self.engine._logger.log(Severity.ERROR, f"setInputShape: {name} is not an input")
                 return False
-            if tuple(shape) != tuple(t["shape"]):
+            lo, _, hi = t.get("profile", [t["shape"]] * 3)
+            if len(shape) != len(lo) or any(not (a <= v <= b) for a, v, b in zip(lo, shape, hi)):
                 self.engine._logger.log(Severity.ERROR, f"setInputShape: {name} {tuple(shape)} outside the "
-                                                        f"profile {tuple(t['shape'])}")
+                                                        f"profile {tuple(lo)}..{tuple(hi)}")
                 return False
             self._shapes[name] = tuple(shape)
             return True
 
         def get_tensor_shape(self, name: str) -> Dims:
-            return Dims(self.engine._io[name]["shape"])
+            return Dims(_concrete(self.engine._io[name]))
 
         @property
         def all_binding_shapes_specified(self) -> bool:
@@ -503,8 +585,22 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
             return [n for n, t in self.engine._io.items() if t["mode"] == "INPUT" and n not in self._shapes]
 
         def execute_async_v3(self, stream_handle: int) -> bool:
-            dev.require_context("enqueueV3")
+            dev.require_context("enqueueV3", runtime=True)
+            dev.cuda_set_device()  # the CUDA runtime inside TensorRT: the primary context is current
             eng = self.engine
+            if self._user_managed:
+                if self._user_mem is None:
+                    dev.violation(f"enqueueV3 on {eng.name}: USER_MANAGED context without set_device_memory")
+                    return False
+                dev.span(*self._user_mem, f"enqueueV3 {eng.name} activation memory")
+            s = dev.streams.get(int(stream_handle))
+            if s is not None and s.capture is not None and st.get("enqueue_breaks_capture"):
+                # e.g. a tactic that allocates or synchronises: cudaErrorStreamCaptureUnsupported, and the
+                # capture is invalidated (cuStreamEndCapture then returns CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)
+                s.invalidated = True
+                eng._logger.log(Severity.ERROR, "1: [executionContext.cpp::enqueueV3] Error Code 1: Cuda Runtime "
+                                                "(operation not permitted when stream is capturing)")
+                return False
             spans = {}
             for name, t in eng._io.items():
                 if name not in self._addr:
@@ -513,8 +609,9 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
                 if t["mode"] == "INPUT" and name not in self._shapes:
                     dev.violation(f"enqueueV3 on {eng.name}: input {name} has no shape (set_input_shape)")
                     return False
-                nbytes = int(np.prod(t["shape"], dtype=np.int64)) * np.dtype(_NP[t["dtype"]]).itemsize
+                nbytes = int(np.prod(_concrete(t), dtype=np.int64)) * np.dtype(_NP[t["dtype"]]).itemsize
                 a = self._addr[name]
+                dev.owned(a, f"enqueueV3 {eng.name} tensor {name}")
                 alloc = dev.find(a)
                 dev.span(a, nbytes, f"enqueueV3 {eng.name} tensor {name}")
                 if alloc is not None and (alloc.base != a or alloc.size != nbytes):
@@ -536,7 +633,7 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
                 for n, (a, nb, t) in bound.items():
                     if t["mode"] == "INPUT":
                         raw = dev.span(a, nb, f"{eng.name} reads {n}")
-                        feeds[n] = raw.view(_NP[t["dtype"]]).reshape(t["shape"]).copy()
+                        feeds[n] = raw.view(_NP[t["dtype"]]).reshape(_concrete(t)).copy()
                 names = [n for n, (_, _, t) in bound.items() if t["mode"] == "OUTPUT"]
                 for n, v in zip(names, eng._session().run(names, feeds)):
                     a, nb, t = bound[n]
@@ -586,8 +683,17 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
         def get_tensor_location(self, name: str) -> Any:
             return TensorLocation.DEVICE
 
-        def create_execution_context(self) -> IExecutionContext:
-            return IExecutionContext(self)
+        def get_tensor_profile_shape(self, name: str, profile_index: int) -> list:
+            t = self._io.get(name)
+            if t is None or t["mode"] != "INPUT" or profile_index != 0:
+                self._logger.log(Severity.ERROR, f"getProfileShape: {name} is not an input of profile "
+                                                 f"{profile_index}")
+                return []
+            return [Dims(x) for x in t.get("profile", [t["shape"]] * 3)]
+
+        def create_execution_context(self, strategy: Any = None) -> IExecutionContext:
+            user = strategy is not None and ExecutionContextAllocationStrategy(strategy).name == "USER_MANAGED"
+            return IExecutionContext(self, user_managed=user)
 
         def serialize(self) -> HostMemory:
             h = json.dumps(self.header).encode()
@@ -595,7 +701,7 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
 
     class Runtime:
         def __init__(self, logger: ILogger) -> None:
-            self.logger = logger
+            self.logger = _global_logger(logger, "createInferRuntime")
 
         def deserialize_cuda_engine(self, serialized_engine: bytes) -> ICudaEngine | None:
             data = bytes(serialized_engine)
@@ -632,7 +738,8 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
     mod = types.ModuleType("tensorrt")
     for name, obj in dict(
             __version__=version, ILogger=ILogger, Logger=Logger, DataType=DataType, TensorIOMode=TensorIOMode,
-            TensorLocation=TensorLocation, MemoryPoolType=MemoryPoolType, LayerType=LayerType, BuilderFlag=BuilderFlag,
+            TensorLocation=TensorLocation, ExecutionContextAllocationStrategy=ExecutionContextAllocationStrategy,
+            MemoryPoolType=MemoryPoolType, LayerType=LayerType, BuilderFlag=BuilderFlag,
             NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag, IProgressMonitor=IProgressMonitor,
             Dims=Dims, ITensor=ITensor, ILayer=ILayer, INetworkDefinition=INetworkDefinition, OnnxParser=OnnxParser,
             ParserError=ParserError, IOptimizationProfile=IOptimizationProfile, ITimingCache=ITimingCache,
