@@ -16,10 +16,14 @@ GLTF_VALIDATOR_PIN := gltf-validator@2.0.0-dev.3.10
 setup: $(STAMP) $(STUBS)/.stamp $(TOOLS)/.stamp gst-deps
 
 # The GStreamer element (docs/gstreamer.md) needs gst-launch/gst-inspect, the Python plugin loader, PyGObject and
-# the C headers: .ci/apt-gstreamer.sh checks them with dpkg on every setup and installs what is missing (apt, root
+# the C headers: .ci/apt-install.sh checks them with dpkg on every setup and installs what is missing (apt, root
 # only; elsewhere it prints the apt-get line). Its tests skip without them, except on CI (CI=true).
+GST_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav \
+                python3-gi python3-gst-1.0 gstreamer1.0-python3-plugin-loader libgstreamer1.0-dev
+# package[:command]: present when dpkg has it or the command is on PATH
+VIEWER_PACKAGES := chromium:chromium nodejs:node npm:npm
 gst-deps:
-	bash .ci/apt-gstreamer.sh
+	bash .ci/apt-install.sh gstreamer $(GST_PACKAGES)
 
 # The C program that embeds the element, built against pkg-config gstreamer-1.0 (Debian libgstreamer1.0-dev).
 C_EXAMPLE ?= build/human3r_pipeline
@@ -28,10 +32,10 @@ $(C_EXAMPLE): examples/c/human3r_pipeline.c
 	mkdir -p $(dir $@)
 	$(CC) -O2 -Wall -Wextra -o $@ $< $$(pkg-config --cflags --libs gstreamer-1.0)
 
-# Test tools of the viewer and the exporters: Debian's chromium (apt, root only: .ci/apt-viewer.sh) and Khronos's
+# Test tools of the viewer and the exporters: Debian's chromium (apt, root only: .ci/apt-install.sh) and Khronos's
 # glTF validator (npm, into $(TOOLS)/). Missing ones are reported; their tests skip, except on CI (CI=true).
-$(TOOLS)/.stamp: .ci/apt-viewer.sh
-	bash .ci/apt-viewer.sh
+$(TOOLS)/.stamp: .ci/apt-install.sh
+	bash .ci/apt-install.sh viewer $(VIEWER_PACKAGES)
 	if command -v npm >/dev/null 2>&1; then \
 	  npm install --silent --no-audit --no-fund --prefix $(TOOLS) $(GLTF_VALIDATOR_PIN) && touch $@; \
 	else echo "setup | npm not found: the glTF validator is not installed. Hint: apt-get install npm" >&2; fi

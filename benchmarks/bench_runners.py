@@ -178,6 +178,7 @@ def _gpu_memory(name: str, directory: Path) -> dict:
 def run_runtime(s: BenchSettings, name: str, directory: Path, assets: Assets, frames: Sequence[np.ndarray]) -> dict:
     """One runtime backend through `Session` (what `human3r-edge run` does per frame)."""
     from human3r_edge.runtime.backends import open_backend
+    from human3r_edge.runtime.pipeline import PipelineOptions
     from human3r_edge.runtime.session import Session, SessionOptions
     from human3r_edge.runtime.smplx.skinning import SMPLXModel
 
@@ -186,7 +187,7 @@ def run_runtime(s: BenchSettings, name: str, directory: Path, assets: Assets, fr
         opts.setdefault("intra_op_threads", s.threads)
     tic = time.perf_counter()
     backend = open_backend(name, directory, **opts)
-    session = Session(backend, SMPLXModel.load(assets.smplx_model), SessionOptions(ttt3r=True, dense=True))
+    session = Session(backend, SMPLXModel.load(assets.smplx_model), SessionOptions(pipeline=PipelineOptions(ttt3r=True), dense=True))
     session.start()
     load_s, load_peak = time.perf_counter() - tic, peak_rss_bytes()
     sessions = getattr(backend, "_sessions", None)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from human3r_edge.benchmarks import machine
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,8 +93,7 @@ def main(args: argparse.Namespace) -> int:
                              str(args.repeats)]),
         "frames": n, "repeats": args.repeats, "fps_median": med, "wall_seconds_median": wall,
         "element_vs_run_fps": med["gst"] / med["run"] if med["run"] else None, "runs": results,
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "machine": {**machine.describe(), "load_average_end": [round(x, 2) for x in os.getloadavg()],
                     "gstreamer": subprocess.run(["gst-launch-1.0", "--version"], capture_output=True,
                                                 text=True).stdout.splitlines()[1:2]},
         "date": time.strftime("%Y-%m-%d"),
@@ -104,16 +104,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"gst_overhead | element {med['gst']:.2f} FPS vs run {med['run']:.2f} FPS "
           f"({report['element_vs_run_fps']:.3f}x) over {n} frames -> {args.out}")
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _markdown(r: dict) -> str:

@@ -68,6 +68,7 @@ def profile_ort_cpu(s: BenchSettings, directory: Path, frames: Sequence[np.ndarr
     """Run `frames` (the last one is profiled) through a profiling ort-cpu Session; per graph, the op-type
     breakdown of the last run (`summarize_ort_profile`)."""
     from human3r_edge.runtime.iospec import ExportSpec
+    from human3r_edge.runtime.pipeline import PipelineOptions
     from human3r_edge.runtime.session import Session, SessionOptions
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ def profile_ort_cpu(s: BenchSettings, directory: Path, frames: Sequence[np.ndarr
     opts.setdefault("intra_op_threads", s.threads)
     cls = _profiled_ort_cpu(str(workdir / "ort_profile"))
     backend = cls(ExportSpec.load(directory), directory, **opts)
-    session = Session(backend, None, SessionOptions(ttt3r=True, dense=True, skin=False))
+    session = Session(backend, None, SessionOptions(pipeline=PipelineOptions(ttt3r=True), dense=True, skin=False))
     session.start()
     try:
         for f in frames:

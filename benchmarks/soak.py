@@ -49,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def soak(args: argparse.Namespace) -> dict:
     from human3r_edge.runtime.backends import open_backend
+    from human3r_edge.runtime.pipeline import PipelineOptions
     from human3r_edge.runtime.session import Session, SessionOptions
     from human3r_edge.runtime.smplx.skinning import SMPLXModel
 
@@ -77,8 +78,8 @@ def soak(args: argparse.Namespace) -> dict:
 
         bar = tqdm(total=args.frames, unit="frame", file=sys.stderr)
     session = Session(backend, SMPLXModel.load(smplx_path),
-                      SessionOptions(ttt3r=True, reset_interval=args.reset_interval,
-                                     max_remembered=args.max_remembered or None))
+                      SessionOptions(pipeline=PipelineOptions(ttt3r=True, reset_interval=args.reset_interval,
+                                     max_remembered=args.max_remembered or None)))
     host, cpu_before = machine.describe(args.threads), machine.cpu_snapshot()
     t0 = time.perf_counter()
     with session:

@@ -17,7 +17,6 @@ and truncated or corrupt files are refused with a CheckpointError.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -37,6 +36,7 @@ from torch import nn
 from human3r_edge.runtime import config as _config
 from human3r_edge.runtime.config import PRESETS, Human3RConfig, get_config, identify_preset, parse_model_string
 from human3r_edge.errors import CheckpointError, ConfigError, msg
+from human3r_edge.runtime.integrity import sha256_file
 from human3r_edge.export.unpickler import InertRecord, RestrictedUnpickler
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -44,15 +44,6 @@ _RAYMAP_PREFIXES = ("masked_ray_map_token", "patch_embed_ray_map.", "enc_blocks_
 
 
 # ============================================================================================ torch zip archives
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 23) -> str:
-    """Hex sha256 of a file's bytes, streamed (the 896L checkpoint is 4.7 GB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _archive_prefix(z: zipfile.ZipFile, path: Path) -> str:
     pkls = [n for n in z.namelist() if n.endswith("data.pkl") and n.count("/") <= 1]
     if len(pkls) != 1:

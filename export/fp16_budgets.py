@@ -292,11 +292,6 @@ def compare_graphs(fp32_dir: str | Path, fp16_dir: str | Path, records: dict[str
     return out
 
 
-# NMS score maps: a cell below the 0.3 threshold in both maps decides nothing (nothing reads it), but an NMS
-# near-tie there moves a whole sub-threshold score between neighbours; these keys are compared where they decide
-SCORE_MAP_KEYS = ("step/smpl_scores", "demo/smpl_scores_fullres")
-
-
 def replay_errors(golden_dir: str | os.PathLike, fp16_dir: str | os.PathLike, reference: str = "golden.npz",
                   smplx_model: str | os.PathLike | None = None, notes: dict | None = None
                   ) -> tuple[dict[str, float], list[str], bool]:
@@ -304,7 +299,7 @@ def replay_errors(golden_dir: str | os.PathLike, fp16_dir: str | os.PathLike, re
     every float output finite). rel = max|out - ref| / max|ref| as `compare` measures it; the NMS score maps
     (SCORE_MAP_KEYS) count only cells at or above the detection threshold in either map, and `notes` (if given)
     receives the number of sub-threshold NMS peaks that moved."""
-    from human3r_edge.runtime.commands.compare import compare_dicts
+    from human3r_edge.runtime.commands.compare import compare_dicts, mask_undecided_scores
     from human3r_edge.runtime.commands.replay import replay_golden
 
     g = Path(golden_dir)
@@ -312,14 +307,9 @@ def replay_errors(golden_dir: str | os.PathLike, fp16_dir: str | os.PathLike, re
                         engines=Path(fp16_dir), intra_op_threads=2)
     with np.load(g / reference, allow_pickle=False) as z:
         ref = {k: z[k] for k in z.files}
-    threshold = float(np.asarray(ref.get("meta/detection_threshold", 0.3)).reshape(-1)[0])
-    for key in SCORE_MAP_KEYS:
-        if key in out and key in ref and np.shape(out[key]) == np.shape(ref[key]):
-            a, b = np.asarray(out[key], np.float32), np.asarray(ref[key], np.float32)
-            below = (a < threshold) & (b < threshold)
-            if notes is not None:
-                notes[f"{key}:subthreshold_peak_flips"] = int(np.count_nonzero(below & ((a > 0) != (b > 0))))
-            out[key], ref[key] = np.where(below, 0.0, a).astype(np.float32), np.where(below, 0.0, b).astype(np.float32)
+    for key, moved in mask_undecided_scores(out, ref).items():
+        if notes is not None:
+            notes[f"{key}:subthreshold_peak_flips"] = moved
     report = compare_dicts(out, ref)
     rel = {r.key: float(r.rel) for r in report.results if r.kind != "exact"}
     exact_bad = [r.key for r in report.results if r.kind == "exact" and not r.ok] + list(report.missing)
@@ -428,6 +418,8 @@ def budgets_from(measured: list[dict], command: str = "") -> dict:
     for k in replay_keys:
         if max(per_key[k].values()) > 5e-5:
             replay[k] = _budget(worst(per_key[k], f"replay/{k}"), 1e-4, HEADROOM)
+    from human3r_edge.runtime.commands.compare import SCORE_MAP_KEYS
+
     for k in SCORE_MAP_KEYS:
         if f"replay/{k}" in reasons:
             reasons[f"replay/{k}"] += ("; compared on the cells at or above the 0.3 threshold: a sub-threshold "

@@ -22,7 +22,8 @@ _LINE = re.compile(r"([0-9a-f]{64})  ([A-Za-z0-9_.+-]+)")
 _HINT = "the export is damaged: export it again (`human3r-edge export ... --out DIR`) or copy it again"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes, streamed (checkpoints and engines are GBs): the project's one file hash."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while True:

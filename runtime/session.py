@@ -30,6 +30,7 @@ Frame input (`step(frame)`), each case a defined behaviour:
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -55,12 +56,10 @@ class SessionOptions:
     """How a Session reads frames and what it returns."""
 
     channel_order: str = "RGB"  # of 3/4-channel numpy frames: 'RGB' or 'BGR' (OpenCV)
-    ttt3r: bool = True  # TTT3R state gating (the demo's --use_ttt3r)
-    reset_interval: int | None = None  # reset the state every N frames (the demo's --reset_interval)
-    max_people: int | None = None  # at most this many people per frame (<= the export's K)
-    max_remembered: int | None = 256  # people the tracker remembers (None: unbounded, as the reference)
+    # the model-step settings: TTT3R, reset interval, people per frame, tracker memory (see pipeline.py)
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     dense: bool = False  # return depth, point maps (camera and world) and confidence
-    human_mask: bool = False  # return the human segmentation mask at image resolution
+    human_mask: bool = False  # return the human segmentation mask at image resolution (the pipeline fetches it)
     skin: bool = True  # compute SMPL-X vertices/joints (needs an SMPL-X model)
     fit: str = "exact"  # 'exact': refuse frames that do not preprocess to the export size; 'crop': cover + crop
     # 'auto': on the GPU (kernels/preprocess.cu, into the engine's input buffers) where the backend takes device
@@ -206,10 +205,10 @@ class Session:
             self.backend.activate()
             self._owns_activation = True
         if self.pipeline is None:
-            self.pipeline = FramePipeline(self.backend, PipelineOptions(
-                ttt3r=self.options.ttt3r, reset_interval=self.options.reset_interval,
-                max_people=self.options.max_people, human_mask=self.options.human_mask,
-                max_remembered=self.options.max_remembered))
+            opts = self.options.pipeline
+            if self.options.human_mask and not opts.human_mask:
+                opts = dataclasses.replace(opts, human_mask=True)  # the result's mask comes from the encoder
+            self.pipeline = FramePipeline(self.backend, opts)
             self.square = self.pipeline.square
         if self.gpu_preprocessor is None and self.options.preprocessing != "cpu":
             self._start_gpu_preprocessing()

@@ -1,6 +1,6 @@
 """The `human3r` GStreamer element (runtime/gst/): gst-inspect, parity with `human3r-edge run` on the same decoded
 frames, the C program that embeds it, and its errors on the bus. Needs GStreamer, the Python plugin loader and
-libgstreamer1.0-dev (`make setup` installs them as root through .ci/apt-gstreamer.sh): skipped without them,
+libgstreamer1.0-dev (`make setup` installs them as root through .ci/apt-install.sh): skipped without them,
 except on CI (CI=true), where a missing GStreamer fails.
 
 Assets: a toy ONNX export (ort-cpu, 64x48), the synthetic SMPL-X model and the demo's synthetic video (48 frames
@@ -29,7 +29,7 @@ REL_TOL = 3e-5  # of max|ref| per array: the element and `run` run the same code
 
 
 def _missing(what: str) -> None:
-    text = f"GStreamer: {what}. Hint: run `make setup` as root (.ci/apt-gstreamer.sh installs it)"
+    text = f"GStreamer: {what}. Hint: run `make setup` as root (.ci/apt-install.sh installs it)"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(text + " | CI=true: the GStreamer tests must run, not skip")
     pytest.skip(text)

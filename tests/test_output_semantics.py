@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_run_cli import base_args, export_dir, fake_backend, run, write_video  # noqa: F401  (fixtures)
+from support.run_cli import base_args, export_dir, fake_backend, run, write_video  # noqa: F401  (fixtures)
 
 
 def _ply_vertices(path):
@@ -83,7 +83,7 @@ def test_degenerate_focal_is_nan_or_zero_in_the_docstring_and_the_output(tmp_pat
     writes NaN as null and 0 as 0 (docs/outputs.md "Degenerate focal")."""
     from human3r_edge.runtime.geometry import intrinsics, weiszfeld_focal
     from human3r_edge.runtime.outputs.writer import OutputOptions, OutputWriter
-    from test_outputs import results
+    from support.session_inputs import results
 
     assert np.isnan(weiszfeld_focal(np.zeros((6, 8, 3), np.float32)))
     vs, us = np.mgrid[0:6, 0:8].astype(np.float32)

@@ -15,23 +15,7 @@ from human3r_edge.runtime.outputs.formats import obj_mesh_bytes, ply_mesh_bytes,
 from human3r_edge.runtime.outputs.preview import draw_meshes
 from human3r_edge.runtime.outputs.scene import VoxelScene
 from human3r_edge.runtime.outputs.writer import OutputOptions, OutputWriter
-from human3r_edge.runtime.session import Session, SessionOptions
-from support.doubles import FakeBackend
-from test_session import FakeSkinner, frame, people
-
-FACES = np.array([[i, i + 1, i + 2] for i in range(18)], np.int64)  # for the fake skinner's 20 vertices
-
-
-def results(n, **opts):
-    with Session(FakeBackend(people=people), FakeSkinner(), SessionOptions(dense=True, human_mask=True, **opts)) as s:
-        return [s.step(frame(seed=i)) for i in range(n)]
-
-
-def read_ply(path):
-    data = path.read_bytes()
-    end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode("ascii").splitlines()
-    return header, data[end:]
+from support.session_inputs import FACES, read_ply, results
 
 
 def test_atomic_file_keeps_old_content_on_error(tmp_path):

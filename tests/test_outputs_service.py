@@ -14,7 +14,7 @@ from human3r_edge.errors import Human3RError
 from human3r_edge.runtime.outputs.atomic import FILE_MODE, atomic_write
 from human3r_edge.runtime.outputs.folder import check_output_dir, claim_output_dir, own_files
 from human3r_edge.runtime.outputs.writer import OutputOptions, OutputWriter
-from test_outputs import FACES, read_ply, results
+from support.session_inputs import FACES, read_ply, results
 
 
 def test_files_honour_the_umask(tmp_path):

@@ -178,6 +178,7 @@ def test_reset_interval_on_the_real_model_keeps_ids_and_chains(golden_dir, requi
                                                                 smplx_loaded):
     """With reset_interval=3 the pipeline resets state after every third frame; the first segment equals the no-reset
     run exactly, and every later pose is expressed in the first segment's world frame (finite, chained)."""
+    from human3r_edge.runtime.pipeline import PipelineOptions
     from human3r_edge.runtime.session import Session, SessionOptions
 
     z = np.load(golden_dir / "golden.npz")
@@ -189,7 +190,7 @@ def test_reset_interval_on_the_real_model_keeps_ids_and_chains(golden_dir, requi
     k = golden(golden_dir).slots
     runs = {}
     for ri in (None, interval):
-        with Session(TorchGraphBackend(model, w, h, k=k), smplx_loaded, SessionOptions(reset_interval=ri)) as s:
+        with Session(TorchGraphBackend(model, w, h, k=k), smplx_loaded, SessionOptions(pipeline=PipelineOptions(reset_interval=ri))) as s:
             runs[ri] = [s.step(f) for f in frames]
     a, b = runs[None], runs[interval]
     for i in range(interval):

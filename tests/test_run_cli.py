@@ -10,37 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from human3r_edge.cli import main
 from human3r_edge.runtime.backends import BACKENDS
-from support.doubles import write_fake_export
-
-
-@pytest.fixture
-def fake_backend(monkeypatch):
-    monkeypatch.setitem(BACKENDS, "ort-cpu", "support.doubles:FakeExportBackend")
-
-
-@pytest.fixture
-def export_dir(tmp_path):
-    return write_fake_export(tmp_path / "export")
-
-
-def write_video(path, n=6, w=200, h=150, fps=10.0):
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    rng = np.random.default_rng(0)
-    for _ in range(n):
-        vw.write(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8))
-    vw.release()
-    return path
-
-
-def run(*argv):
-    return main(["run", *map(str, argv)])
-
-
-def base_args(src, export_dir, smplx, out):
-    return [src, "--engines", export_dir, "--smplx-model", smplx, "--backend", "ort-cpu", "--out", out,
-            "--no-progress"]
+from support.run_cli import base_args, export_dir, fake_backend, run, write_video  # noqa: F401  (fixtures)
 
 
 def test_run_writes_every_output(tmp_path, fake_backend, export_dir, synthetic_smplx, capsys):

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from support.mp4_faststart import faststart
-from test_run_cli import base_args, export_dir, fake_backend, run, write_video  # noqa: F401  (fixtures)
+from support.run_cli import base_args, export_dir, fake_backend, run, write_video  # noqa: F401  (fixtures)
 
 
 def summary(out):

@@ -1,7 +1,6 @@
 """Session API over a fake backend: frame inputs (each bad-input case), results, reset, run() sources."""
 from __future__ import annotations
 
-import types
 import warnings
 
 import cv2
@@ -14,31 +13,7 @@ from human3r_edge.runtime.session import FrameResult, Session, SessionOptions
 from human3r_edge.runtime.video import open_source
 from support.doubles import FakeBackend
 from support.fake_gpu import fake_gpu  # noqa: F401  (fixture)
-
-
-class FakeSkinner:
-    """Stands in for SMPLXModel.skin: vertices = transl + a fixed offset pattern (P, 20, 3)."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def skin(self, rotmat, betas, expression, transl, c2w):
-        self.calls += 1
-        p = rotmat.shape[0]
-        v_cam = transl[:, None, :] + np.linspace(-0.1, 0.1, 60, dtype=np.float32).reshape(1, 20, 3)
-        j_cam = v_cam[:, :5]
-        world = lambda x: x @ c2w[:3, :3].T + c2w[:3, 3]  # noqa: E731
-        assert v_cam.shape[0] == p
-        return types.SimpleNamespace(v_cam=v_cam, j_cam=j_cam, v_world=world(v_cam), j_world=world(j_cam))
-
-
-def people(i):
-    return [(2, 3, 0.9), (5, 6, 0.7)]
-
-
-def frame(w=200, h=150, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+from support.session_inputs import FakeSkinner, frame, people
 
 
 def session(**opts):

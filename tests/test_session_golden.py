@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from human3r_edge.runtime.pipeline import PipelineOptions
 from human3r_edge.runtime.session import Session, SessionOptions
 from support.fake_gpu import fake_gpu, primary_gpu  # noqa: F401  (fixtures)
 from support.goldens import golden
@@ -26,8 +27,8 @@ def golden_run(golden_dir, require_golden, synthetic_smplx):
     g = golden(golden_dir)
     gb = GoldenReplayBackend(golden_dir)
     z = gb.z
-    opts = SessionOptions(dense=True, human_mask=True, ttt3r=g.use_ttt3r, reset_interval=g.reset_interval,
-                          max_remembered=None)
+    pipe = PipelineOptions(ttt3r=g.use_ttt3r, reset_interval=g.reset_interval, max_remembered=None)
+    opts = SessionOptions(pipeline=pipe, dense=True, human_mask=True)
     with Session(gb, str(synthetic_smplx), opts) as s:
         res = [s.step(f) for f in z["input/raw_frames_uint8"]]
     return z, res, g
@@ -87,7 +88,7 @@ def test_session_with_the_cuda_skinner_through_host_emulation(golden_dir, requir
     frame = int(np.argmax(g.humans_per_frame))  # the most crowded frame (reached through any resets before it)
     people = {}
     for name, skinner in (("cpu", model), ("gpu", CudaSkinner(model, g.slots, driver=primary_gpu.cuda))):
-        opts = SessionOptions(ttt3r=g.use_ttt3r, reset_interval=g.reset_interval)
+        opts = SessionOptions(pipeline=PipelineOptions(ttt3r=g.use_ttt3r, reset_interval=g.reset_interval))
         with Session(GoldenReplayBackend(golden_dir), skinner, opts) as s:
             for f in z["input/raw_frames_uint8"][:frame]:
                 s.step(f)

@@ -147,7 +147,7 @@ def test_run_viewer_streams_to_a_browser(tmp_path, synthetic_smplx):
     from pathlib import Path
 
     from support.doubles import write_fake_export
-    from test_run_cli import write_video
+    from support.run_cli import write_video
 
     need_browser()
     port = free_port()
@@ -194,7 +194,7 @@ def test_run_viewer_streams_to_a_browser(tmp_path, synthetic_smplx):
 def test_run_viewer_port_in_use_is_exit_2(tmp_path, synthetic_smplx, capsys, monkeypatch):
     from human3r_edge.runtime.backends import BACKENDS
     from support.doubles import write_fake_export
-    from test_run_cli import write_video
+    from support.run_cli import write_video
 
     monkeypatch.setitem(BACKENDS, "ort-cpu", "support.doubles:FakeExportBackend")
     with socket.socket() as s:

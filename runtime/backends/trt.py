@@ -17,7 +17,6 @@ this GPU, the ONNX they were built from (when it is reachable) or the engine fil
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -29,22 +28,13 @@ import numpy as np
 
 from human3r_edge.runtime.cuda_util import CudaGraphs, gpu_identity, make_logger, require_pycuda, require_tensorrt
 from human3r_edge.errors import BackendUnavailable, ConfigError, Human3RError, msg
+from human3r_edge.runtime.integrity import sha256_file
 from human3r_edge.runtime.iospec import ExportSpec, GraphSpec
 from human3r_edge.runtime.backends.base import Backend, OnDevice, PingPong
 
 SIDECAR_FORMAT = 1
 ENGINE_SUFFIX = ".engine"
 SIDECAR_SUFFIX = ".engine.json"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def activation_figures(per_context_bytes: int, has_state: bool) -> dict[str, int]:

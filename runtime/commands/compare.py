@@ -30,6 +30,27 @@ ROTVEC_KEYS = ("demo/smpl_rotvec",)
 REQUIRED_PREFIXES = ("step/", "demo/", "smplx/")
 
 
+# NMS score maps: a cell below the detection threshold in both maps decides nothing (nothing reads it), but a
+# reduced-precision (FP16) run may break an NMS near-tie there and move a whole sub-threshold score to a neighbour
+SCORE_MAP_KEYS = ("step/smpl_scores", "demo/smpl_scores_fullres")
+
+
+def mask_undecided_scores(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, int]:
+    """Zero, in both `out` and `ref` (replaced in place by new arrays), the score-map cells below the detection
+    threshold (`meta/detection_threshold` of `ref`, else 0.3) in both maps, so the maps compare where they decide.
+    Returns the number of sub-threshold NMS peaks that moved, per key (reported, not failed)."""
+    threshold = float(np.asarray(ref.get("meta/detection_threshold", 0.3)).reshape(-1)[0])
+    moved = {}
+    for key in SCORE_MAP_KEYS:
+        if key in out and key in ref and np.shape(out[key]) == np.shape(ref[key]):
+            a, b = np.asarray(out[key], np.float32), np.asarray(ref[key], np.float32)
+            below = (a < threshold) & (b < threshold)
+            moved[key] = int(np.count_nonzero(below & ((a > 0) != (b > 0))))
+            out[key] = np.where(below, 0.0, a).astype(np.float32)
+            ref[key] = np.where(below, 0.0, b).astype(np.float32)
+    return moved
+
+
 def tolerance_for(key: str, table: dict[str, float] | None = None) -> float:
     """The tolerance of `key`: exact entry, else the longest matching "prefix/" entry, else the default."""
     t = TOLERANCES if table is None else table

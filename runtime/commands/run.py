@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from human3r_edge.runtime.backends.capabilities import CudaContextProvider, Skinner, adopted, takes_device_feeds
+from human3r_edge.runtime.backends.capabilities import CudaContextProvider, adopted
 from human3r_edge.errors import BackendUnavailable, Human3RError, msg
 
 BACKEND_CHOICES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "trt")
@@ -157,6 +157,7 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
     from human3r_edge.runtime import video
     from human3r_edge.runtime.outputs.folder import check_output_dir, claim_output_dir
     from human3r_edge.runtime.outputs.writer import BackgroundWriter, OutputOptions, OutputWriter
+    from human3r_edge.runtime.pipeline import PipelineOptions
     from human3r_edge.runtime.session import Session, SessionOptions
 
     t_start = time.perf_counter()
@@ -184,10 +185,10 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
                              save_depth=args.save_depth, depth_format=args.depth_format,
                              save_meshes=args.save_meshes, mesh_format=args.mesh_format, preview=args.preview,
                              fps=fps / args.stride)
-    sess_opts = SessionOptions(ttt3r=not args.no_ttt3r, reset_interval=args.reset_interval,
-                               max_people=args.max_people, dense=out_opts.needs_dense,
-                               max_remembered=args.max_remembered or None,
-                               human_mask=out_opts.needs_mask, fit=args.fit, preprocessing=args.preprocessing)
+    pipe = PipelineOptions(ttt3r=not args.no_ttt3r, reset_interval=args.reset_interval, max_people=args.max_people,
+                           max_remembered=args.max_remembered or None)
+    sess_opts = SessionOptions(pipeline=pipe, dense=out_opts.needs_dense, human_mask=out_opts.needs_mask,
+                               fit=args.fit, preprocessing=args.preprocessing)
     total = frame_count
     if total is not None:
         total = -(-total // args.stride)

@@ -106,14 +106,16 @@ class ElementRun:
 
     def _start_session(self, export_dir: Path) -> None:
         from human3r_edge.runtime.commands.run import _gpu_skinner, _open_backend, _start_session
+        from human3r_edge.runtime.pipeline import PipelineOptions
         from human3r_edge.runtime.session import Session, SessionOptions
 
         a = self.args
         backend = _open_backend(a, export_dir, verify=a.engines is None)
         out = self.output_options()
-        options = SessionOptions(ttt3r=not a.no_ttt3r, reset_interval=a.reset_interval, max_people=a.max_people,
+        pipe = PipelineOptions(ttt3r=not a.no_ttt3r, reset_interval=a.reset_interval, max_people=a.max_people,
+                               max_remembered=a.max_remembered or None)
+        options = SessionOptions(pipeline=pipe,
                                  dense=out.needs_dense if a.out is not None else False,
-                                 max_remembered=a.max_remembered or None,
                                  human_mask=out.needs_mask if a.out is not None else False, fit=a.fit,
                                  preprocessing=a.preprocessing)
         session = Session(backend, self.smplx_model, options)

@@ -1,6 +1,6 @@
 """Headless Chromium for the viewer tests: Debian's /usr/bin/chromium driven by playwright (no browser download).
 
-`make setup` installs both (chromium through .ci/apt-viewer.sh as root, playwright through the dev extra). Where
+`make setup` installs both (chromium through .ci/apt-install.sh as root, playwright through the dev extra). Where
 one is missing the test skips with the reason, except on CI (CI=true), where it fails.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ def make_run_folder(tmp: Path, smplx: Path, frames: int = 12, extra: tuple[str, 
     from human3r_edge.cli import main
     from human3r_edge.runtime.backends import BACKENDS
     from support.doubles import write_fake_export
-    from test_run_cli import write_video
+    from support.run_cli import write_video
 
     src = write_video(tmp / "v.mp4", n=frames, w=SRC_WH[0], h=SRC_WH[1])
     with pytest.MonkeyPatch.context() as mp:
