@@ -1,19 +1,17 @@
 """Shared test fixtures: where the reference goldens are, and the skip/fail policy for them."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from support.ci import require
 from support.goldens import REPO, golden, golden_dirs, goldens_root, references  # noqa: F401  (re-exported)
 
 
 def _missing(what: str) -> None:
-    text = f"{what} not found under {goldens_root()} (set HUMAN3R_GOLDENS)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(text + " | CI=true: goldens are required, not optional")
-    pytest.skip(text)
+    require(False, f"{what} not found under {goldens_root()} (set HUMAN3R_GOLDENS)",
+            "CI=true: goldens are required, not optional")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from human3r_edge.cli import main
+from support.ci import require
 from support.run_folder import SRC_WH, make_run_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,10 +26,7 @@ C = np.diag([1.0, -1.0, -1.0])  # the exporters' OpenCV world -> Y-up world
 
 def _need(ok: bool, why: str) -> None:
     """Skip with the reason here; on CI (CI=true) the setup installs everything, so a missing tool fails."""
-    if not ok:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(why + " (make setup installs it)")
-        pytest.skip(why + ": run `make setup`")
+    require(ok, why + ": run `make setup`")
 
 
 @pytest.fixture(scope="module")

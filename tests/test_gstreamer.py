@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.ci import require
 from support.goldens import REPO
 
 TOOLS = ("gst-launch-1.0", "gst-inspect-1.0", "pkg-config")
@@ -29,10 +30,8 @@ REL_TOL = 3e-5  # of max|ref| per array: the element and `run` run the same code
 
 
 def _missing(what: str) -> None:
-    text = f"GStreamer: {what}. Hint: run `make setup` as root (.ci/apt-install.sh installs it)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(text + " | CI=true: the GStreamer tests must run, not skip")
-    pytest.skip(text)
+    require(False, f"GStreamer: {what}. Hint: run `make setup` as root (.ci/apt-install.sh installs it)",
+            "CI=true: the GStreamer tests must run, not skip")
 
 
 # ------------------------------------------------------------------------------------------------ fixtures

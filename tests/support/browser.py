@@ -13,7 +13,8 @@ import tempfile
 from collections.abc import Iterator
 
 import numpy as np
-import pytest
+
+from support.ci import require
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -40,10 +41,7 @@ def need_browser() -> str:
     except ImportError:
         missing.append("playwright (pip install -e '.[dev]')")
     if missing:
-        why = "headless browser test needs " + " and ".join(missing)
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+        require(False, "headless browser test needs " + " and ".join(missing))
     assert exe is not None
     return exe
 
