@@ -5,7 +5,7 @@
 
 For each golden folder (a folder with golden.npz and checkpoint.pth) it exports the checkpoint at the golden's
 resolution with K = the most humans in any step (at least 4) and FP16 variants, then measures
-(export/fp16.py `measure_golden`, on ONNX Runtime CPU):
+(export/fp16_budgets.py `measure_golden`, on ONNX Runtime CPU):
 * the golden replay on the FP16 graphs: relative error per key against the golden;
 * every graph output, FP16 file against FP32 file, on the golden's replay inputs and on synthetic frames;
 * `--frames` synthetic frames through the runtime pipeline: the frames with the same decisions, every flipped
@@ -16,7 +16,7 @@ resolution with K = the most humans in any step (at least 4) and FP16 variants, 
 rotation error over the frames, decoder fed the FP32 detections) and what it costs in FLOPs and weight bytes.
 
 Writes benchmarks/results/fp16_report.json and .md; `--write-budgets` also writes export/data/fp16_budgets.json
-from the same measurements (export/fp16.py `budgets_from`).
+from the same measurements (export/fp16_budgets.py `budgets_from`).
 """
 from __future__ import annotations
 

@@ -480,7 +480,7 @@ def _versions(backend_name: str) -> dict[str, str]:
 
 def _running_summary(args: argparse.Namespace, export_dir: Path) -> dict:
     """summary.json while the run is in progress: what a killed run leaves (every other file is consistent with
-    trajectory.tum, see outputs.py; preview.mp4 only exists once finalised)."""
+    trajectory.tum, see runtime/outputs/writer.py; preview.mp4 only exists once finalised)."""
     return {"status": "running", "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "source": str(args.source), "out": str(args.out), "backend": args.backend, "export_dir": str(export_dir),
             "note": "the run has not finished (or was killed): trajectory.tum is the commit record; "

@@ -2,7 +2,7 @@
 
 Everything is optional: a run killed before its first flush has a trajectory.tum and no cameras.json; one killed
 before its first frame has nothing. `RunFolder.read` keeps what exists and lists what is missing in `notes`, so a
-converter can convert what exists and say how much. Pose conventions are those of runtime/outputs.py: OpenCV
+converter can convert what exists and say how much. Pose conventions are those of runtime/outputs/writer.py: OpenCV
 cameras (x right, y down, z forward), c2w maps camera to world, K in pixels of the model image.
 """
 from __future__ import annotations
@@ -242,7 +242,7 @@ def select(rf: RunFolder, tracks: list[int] | None, frames: str | None) -> RunFo
 
 # ---------------------------------------------------------------------------------------------- files
 def read_points_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The binary little-endian point PLY that runtime/outputs.py writes (float x y z, uchar r g b)."""
+    """The binary little-endian point PLY that runtime/outputs/writer.py writes (float x y z, uchar r g b)."""
     data = path.read_bytes()
     end = data.find(b"end_header\n")
     if not data.startswith(b"ply\n") or end < 0:

@@ -6,7 +6,7 @@
 
 Lifecycle: NULL->READY checks the properties and opens the Session (the backend loads its models);
 READY->PAUSED starts a stream; EOS finalises the outputs of `out=` (the files and summary.json `human3r-edge run`
-writes, through runtime/outputs.py); PAUSED->READY finalises an unfinished stream as interrupted; READY->NULL
+writes, through runtime/outputs/writer.py); PAUSED->READY finalises an unfinished stream as interrupted; READY->NULL
 closes the Session. Every failure is a GStreamer error whose text is our one-shape message.
 Frames: system memory is mapped read-only and read in place (frames.py); `video/x-raw(memory:CUDAMemory)` buffers
 are handed to the Session as a CUDA pointer plus stream (cuda_memory.py). Timestamps are buffer PTS.

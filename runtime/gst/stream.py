@@ -204,7 +204,7 @@ class ElementRun:
         return frame_structure(r, pts, self.timestamp(r))
 
     def overlay(self, r: Any, frame: np.ndarray, channel_order: str, layout: Any) -> np.ndarray:
-        """A new (H, W, 3) RGB image: the input frame with the meshes and track ids drawn (outputs.py's preview
+        """A new (H, W, 3) RGB image: the input frame with the meshes and track ids drawn (runtime/outputs/preview.py's
         drawing, projected with K brought back to the frame's pixels), for writing back into the buffer."""
         from human3r_edge.runtime.outputs.preview import draw_meshes
         from human3r_edge.runtime.gst.frames import frame_intrinsics

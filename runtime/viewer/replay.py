@@ -20,7 +20,7 @@ MAX_VIEW_POINTS = 300_000  # the browser draws every point each frame: decimate 
 
 
 def read_mesh_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The binary mesh PLY runtime/outputs.py writes: (V, 3) float32 vertices, (F, 3) int64 faces."""
+    """The binary mesh PLY runtime/outputs/writer.py writes: (V, 3) float32 vertices, (F, 3) int64 faces."""
     data = path.read_bytes()
     end = data.index(b"end_header\n") + len(b"end_header\n")
     head = data[:end].decode("ascii").splitlines()
