@@ -31,9 +31,18 @@ def check_resolution(width: int, height: int, patch: int = 16) -> None:
                                    "the reference crops to multiples of 16; pass --resolution WxH accordingly"))
 
 
-def graph_specs(cfg: Human3RConfig, width: int, height: int, max_people: int = 16, lean: bool = False
-                ) -> tuple[GraphSpec, ...]:
-    """Specs of the encoder, decoder step and SMPL-X head graphs for `cfg` at image size `width`x`height`."""
+def graph_specs(cfg: Human3RConfig, width: int, height: int, max_people: int = 16, lean: bool = False,
+                streams: int = 1) -> tuple[GraphSpec, ...]:
+    """Specs of the encoder, decoder step and SMPL-X head graphs for `cfg` at image size `width`x`height`.
+
+    `streams` = N > 1 gives the multi-stream graphs: every tensor gets a leading stream axis (dynamic 1..N, see
+    iospec.py): (1, ...) tensors become (N, ...), the per-slot vectors (K,) become (N, K) and the flags (1,)
+    become (N,). N = 1 gives the single-stream graphs, unchanged."""
+    if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
+        raise Human3RError(msg("--streams", "must be an integer >= 1", repr(streams), ">= 1 (default 1)",
+                               "N is the most streams batched through one set of engines"))
+    if streams > 1:
+        return tuple(_batched(g, streams) for g in graph_specs(cfg, width, height, max_people, lean))
     check_resolution(width, height, cfg.patch_size)
     if not isinstance(max_people, int) or max_people < 1:
         raise Human3RError(msg("max_people", "K must be an int >= 1", max_people, ">= 1 (default 16)"))
@@ -109,3 +118,21 @@ def graph_specs(cfg: Human3RConfig, width: int, height: int, max_people: int = 1
         ),
     )
     return (encoder, decoder, smpl)
+
+
+# single-stream tensors without a leading batch axis: they gain one in the multi-stream graphs
+_UNBATCHED = ("human_cell", "human_patch", "human_valid", "first", "ttt3r")
+
+
+def _batched(g: GraphSpec, n: int) -> GraphSpec:
+    def b(t: TensorSpec) -> TensorSpec:
+        if t.name in _UNBATCHED:
+            shape = (n,) + (t.shape if t.shape != (1,) else ())
+        else:
+            if t.shape[0] != 1:
+                raise AssertionError(f"{t.name}: axis 0 is not a batch axis of 1: {t.shape}")
+            shape = (n,) + t.shape[1:]
+        return TensorSpec(t.name, t.dtype, shape, t.doc, batched=True)
+
+    return GraphSpec(g.name, g.file, tuple(b(t) for t in g.inputs), tuple(b(t) for t in g.outputs), g.state,
+                     g.fp16_file)

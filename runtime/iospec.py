@@ -11,6 +11,13 @@ Conventions that every backend follows:
   binds the one holding the previous value as input and the other as the paired output, then swaps.
   Its initial value comes from `ExportSpec.initial_state_file` (an .npz keyed by the state *input* name).
 * Every other input is a host feed, passed by the caller each call.
+
+Multi-stream exports (`export --streams N`, `ExportSpec.streams = N > 1`): every tensor of every graph is
+`batched`: its axis 0 is the stream axis, dynamic from 1 to N (the ONNX dim is the symbol `streams`, a TensorRT
+optimization profile 1..N). `TensorSpec.shape[0]` is then the maximum N. A batch of B present streams runs with
+axis 0 = B; the backend keeps every state tensor as N rows (one per stream slot) and gathers the rows of the
+batch's slots before a run and scatters them back after it (see backends/base.py, `Backend.run(..., slots=)`).
+With N = 1 (the default) the graphs are the single-stream graphs, unchanged (`batched` is False everywhere).
 """
 from __future__ import annotations
 
@@ -32,8 +39,9 @@ _DTYPES = {"float32", "float16", "int32", "int64", "bool", "uint8"}
 class TensorSpec:
     name: str
     dtype: str  # numpy dtype name: float32, float16, int32, int64, bool, uint8
-    shape: tuple[int, ...]  # static shapes only (engines are static and CUDA-graph friendly)
+    shape: tuple[int, ...]  # static shapes, except axis 0 of a batched tensor (see `batched`)
     doc: str = ""
+    batched: bool = False  # axis 0 is the stream axis: any size 1..shape[0] at run time (multi-stream exports)
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -49,13 +57,27 @@ class TensorSpec:
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.np_dtype.itemsize
 
-    def check(self, value: Any, what: str = "input") -> None:
-        """Raise a clear error if `value` (array-like with .shape/.dtype) does not match this spec."""
+    def shape_for(self, batch: int | None = None) -> tuple[int, ...]:
+        """The run-time shape: for a batched tensor, axis 0 is `batch` (the maximum when None)."""
+        if self.batched and batch is not None:
+            return (int(batch),) + tuple(self.shape[1:])
+        return tuple(self.shape)
+
+    def check(self, value: Any, what: str = "input", batch: int | None = None) -> None:
+        """Raise a clear error if `value` (array-like with .shape/.dtype) does not match this spec.
+
+        For a batched tensor, `batch` is the batch size the value must have on axis 0 (None: any 1..N)."""
         shape = tuple(getattr(value, "shape", ()))
         dtype = np.dtype(getattr(value, "dtype", None) or "float64")
-        if shape != tuple(self.shape):
-            raise Human3RError(msg(f"{what} tensor: {self.name}", "received incompatible shape", shape,
-                                   f"shape {tuple(self.shape)}"))
+        if self.batched:
+            ok = (len(shape) == len(self.shape) and shape[1:] == tuple(self.shape[1:]) and len(shape) > 0
+                  and (1 <= shape[0] <= self.shape[0] if batch is None else shape[0] == batch))
+            want = (f"shape ({batch if batch is not None else f'1..{self.shape[0]}'}, "
+                    f"{', '.join(str(d) for d in self.shape[1:])}) (axis 0: streams)")
+        else:
+            ok, want = shape == tuple(self.shape), f"shape {tuple(self.shape)}"
+        if not ok:
+            raise Human3RError(msg(f"{what} tensor: {self.name}", "received incompatible shape", shape, want))
         if dtype != self.np_dtype:
             raise Human3RError(msg(f"{what} tensor: {self.name}", "received incompatible dtype", dtype,
                                    f"dtype {self.dtype}"))
@@ -106,6 +128,7 @@ class ExportSpec:
     dropped_outputs: tuple[str, ...] = ()
     versions: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    streams: int = 1  # N: the most streams one batch holds (`export --streams N`); > 1 makes every tensor batched
 
     def graph(self, name: str) -> GraphSpec:
         for g in self.graphs:
@@ -138,7 +161,8 @@ class ExportSpec:
     @staticmethod
     def from_json(d: dict) -> "ExportSpec":
         def ts(x: dict) -> TensorSpec:
-            return TensorSpec(x["name"], x["dtype"], tuple(int(s) for s in x["shape"]), x.get("doc", ""))
+            return TensorSpec(x["name"], x["dtype"], tuple(int(s) for s in x["shape"]), x.get("doc", ""),
+                              bool(x.get("batched", False)))
 
         graphs = tuple(
             GraphSpec(g["name"], g["file"], tuple(ts(t) for t in g["inputs"]), tuple(ts(t) for t in g["outputs"]),
@@ -150,7 +174,7 @@ class ExportSpec:
             opset=int(d["opset"]), checkpoint_sha256=d.get("checkpoint_sha256"),
             initial_state_file=d.get("initial_state_file", "initial_state.npz"), lean=bool(d.get("lean", False)),
             dropped_outputs=tuple(d.get("dropped_outputs", ())), versions=d.get("versions", {}),
-            extra=d.get("extra", {}),
+            extra=d.get("extra", {}), streams=int(d.get("streams", 1)),
         )
 
     def save(self, directory: str | os.PathLike) -> Path:

@@ -14,6 +14,16 @@ Input validation (names, dtypes, shapes) happens here, once, before `_run_impl`.
 A backend with `accepts_device_feeds = True` (native TensorRT) also takes the marker `ON_DEVICE` as a feed: the
 caller has already written that input into the backend's own device buffer (`device_buffer(name)`), on the
 backend's stream, so nothing is uploaded (the GPU preprocessing kernels do this).
+
+Multi-stream exports (`spec.streams` = N > 1, see iospec.py) keep every state tensor as N rows, one per stream
+slot, and run batches of B <= N present streams:
+* `run(graph, feeds, fetch, slots=[k0, k1, ...])`: `slots` (required, distinct, each in 0..N-1) names the stream
+  slot of each batch row, in batch order; host feeds and returned arrays have axis 0 = B = len(slots). State rows
+  of those slots are gathered before the run and scattered back after it; rows of absent slots are not touched
+  (bit-identical). A graph with linked inputs must run with the slots its producer graph last ran with.
+* `reset_streams(slots)` restores the initial state of those rows only; `reset_state()` restores every row.
+* `read_state(name)` returns all N rows.
+Single-stream exports take `slots=None` (or `[0]`) and run as before.
 """
 from __future__ import annotations
 
@@ -80,6 +90,7 @@ class Backend(ABC):
         self.options = options
         self.is_active = False
         self._adopted: list[Any] = []
+        self._last_slots: dict[str, tuple[int, ...]] = {}  # graph -> slots of its last multi-stream run
 
     def adopt(self, resource: Any) -> Any:
         """Tie `resource` (an object with `close()` holding GPU memory in this backend's CUDA context, e.g. a
@@ -116,7 +127,31 @@ class Backend(ABC):
         self.deactivate()
 
     # ------------------------------------------------------------------ execution
-    def run(self, graph: str, feeds: Mapping[str, Any], fetch: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    @property
+    def streams(self) -> int:
+        """N: the most streams a batch holds (1 for a single-stream export)."""
+        return int(getattr(self.spec, "streams", 1))
+
+    def check_slots(self, slots: Sequence[int] | None) -> tuple[int, ...]:
+        """`slots` as a tuple after checking it against the export's N (see the module docstring)."""
+        n = self.streams
+        if slots is None:
+            if n > 1:
+                raise Human3RError(msg(f"{self.name} backend", "multi-stream export run without slots", "slots=None",
+                                       f"slots: the stream slot (0..{n - 1}) of each batch row"))
+            return (0,)
+        try:
+            out = tuple(int(k) for k in slots)
+        except (TypeError, ValueError) as exc:
+            raise Human3RError(msg("slots", "not a sequence of ints", repr(slots), f"ints in 0..{n - 1}")) from exc
+        if not out or len(set(out)) != len(out) or any(k < 0 or k >= n for k in out) or any(
+                isinstance(k, bool) for k in slots):
+            raise Human3RError(msg("slots", "must be distinct stream slots", list(out), f"1..{n} distinct ints in "
+                                   f"0..{n - 1}", f"the export batches at most {n} stream(s) (export --streams N)"))
+        return out
+
+    def run(self, graph: str, feeds: Mapping[str, Any], fetch: Sequence[str] | None = None,
+            slots: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         if not self.is_active:
             raise Human3RError(msg(f"{self.name} backend", "not active", hint="use it as a context manager or "
                                    "call activate() first"))
@@ -127,19 +162,59 @@ class Backend(ABC):
         if missing or unexpected:
             raise Human3RError(msg(f"graph {graph}", "wrong host feeds", f"missing {missing}, unexpected {unexpected}",
                                    f"exactly {sorted(host)}"))
+        batch = self.check_slots(slots)
+        multi = self.streams > 1
         for name, value in feeds.items():
             if isinstance(value, OnDevice):
                 if not self.accepts_device_feeds:
                     raise Human3RError(msg(f"graph {graph} input {name}", "given as ON_DEVICE", self.name,
                                            "a host array (only GPU backends with device buffers take ON_DEVICE)"))
                 continue
-            host[name].check(value)
+            host[name].check(value, batch=len(batch) if multi else None)
         names = [t.name for t in g.outputs] if fetch is None else list(fetch)
         outs = {t.name for t in g.outputs}
         bad = [n for n in names if n not in outs]
         if bad:
             raise Human3RError(msg(f"graph {graph}", "cannot fetch unknown outputs", bad, sorted(outs)))
-        return self._run_impl(graph, feeds, names)
+        if not multi:
+            if batch != (0,):
+                raise Human3RError(msg("slots", "single-stream export", list(batch), "None or [0]",
+                                       "export with --streams N to batch streams"))
+            return self._run_impl(graph, feeds, names)
+        producers = self.spec.producers()
+        for name in sorted(self.spec.linked_inputs(graph)):
+            before = self._last_slots.get(producers[name])
+            if before != batch:
+                raise Human3RError(msg(f"graph {graph} input {name}", "linked to a run of other streams",
+                                       f"slots {list(batch)} now, {producers[name]} last ran with "
+                                       f"{list(before) if before is not None else 'nothing'}",
+                                       "the same slots in the same order", f"run {producers[name]} first"))
+        out = self._run_streams(graph, feeds, names, batch)
+        self._last_slots[graph] = batch
+        return out
+
+    def _run_streams(self, graph: str, feeds: Mapping[str, Any], fetch: list[str], slots: tuple[int, ...]
+                     ) -> dict[str, np.ndarray]:
+        """One batch of a multi-stream export (see the module docstring); backends that batch override it."""
+        from human3r_edge.errors import BackendUnavailable
+
+        raise BackendUnavailable(msg(f"{self.name} backend", "cannot run multi-stream exports",
+                                     f"streams={self.streams}", "a backend with multi-stream support",
+                                     "use ort-cpu, ort-cuda, ort-trt or trt, or export with --streams 1"))
+
+    def reset_streams(self, slots: Sequence[int]) -> None:
+        """Initial state for the rows of `slots` only (multi-stream exports); every row of a single-stream one."""
+        checked = self.check_slots(slots)
+        if self.streams == 1:
+            self.reset_state()
+            return
+        self._reset_rows(checked)
+
+    def _reset_rows(self, slots: tuple[int, ...]) -> None:
+        from human3r_edge.errors import BackendUnavailable
+
+        raise BackendUnavailable(msg(f"{self.name} backend", "cannot reset one stream of a multi-stream export",
+                                     f"streams={self.streams}", "a backend with multi-stream support"))
 
     def initial_state(self) -> dict[str, np.ndarray]:
         """Initial value of every state input, keyed by state input name (from initial_state.npz)."""
