@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.setup-stamp
 STUBS  := .typing
+TRITON := .triton-env
 # torch is installed first and pinned: the CPU wheel lies on disk; any looser spec downloads GBs of CUDA.
 TORCH_PIN := torch==2.13.0
 TRT_STUBS_PIN := tensorrt-stubs==10.13.0.35.1
@@ -13,7 +14,14 @@ GLTF_VALIDATOR_PIN := gltf-validator@2.0.0-dev.3.10
 
 .PHONY: setup test test-fast demo typecheck clean gpu-check gst-deps c-example
 
-setup: $(STAMP) $(STUBS)/.stamp $(TOOLS)/.stamp gst-deps
+setup: $(STAMP) $(STUBS)/.stamp $(TOOLS)/.stamp gst-deps $(TRITON)/stamp.json
+
+# Triton serving (docs/serving.md): the tritonserver bundled in the nvidia-pytriton wheel and the model's own
+# environment (numpy < 2: the wheel's Python-backend stub needs it) in $(TRITON)/; idempotent (a stamp of versions).
+# The stub links the system libpython3.11.so.1.0 (Debian libpython3.11).
+$(TRITON)/stamp.json: $(STAMP) runtime/triton/setup_env.py
+	bash .ci/apt-install.sh triton libpython3.11
+	$(PY) -m human3r_edge.runtime.triton.setup_env --home $(TRITON) && touch $@
 
 # The GStreamer element (docs/gstreamer.md) needs gst-launch/gst-inspect, the Python plugin loader, PyGObject and
 # the C headers: .ci/apt-install.sh checks them with dpkg on every setup and installs what is missing (apt, root
@@ -44,7 +52,7 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e '.[export,dev,viewer]'
+	$(PIP) install -q -e '.[export,dev,viewer,serve]'
 	touch $(STAMP)
 
 # Published tensorrt-stubs depend on the `tensorrt` download stub, hence --no-deps; the shipped stubs are

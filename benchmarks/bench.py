@@ -221,6 +221,10 @@ def targets(backends: Mapping[str, Any]) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "streams", None) is not None:  # `bench --streams N`: the multi-stream benchmark
+        from human3r_edge.benchmarks.bench_streams import main as streams_main
+
+        return streams_main(args)
     s = settings_from_args(args)
     if args.prepare_only:
         assets = load_assets(s) or prepare_assets(s)

@@ -91,6 +91,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also profile ort-cpu per op type (ONNX Runtime profiler, a separate untimed pass)")
     p.add_argument("--prepare-only", action="store_true",
                    help="only build the cached seeded checkpoint (and export) for these settings, then exit")
+    p.add_argument("--streams", type=int, default=None, metavar="N",
+                   help="multi-stream benchmark instead (benchmarks/bench_streams.py): B = 1, 2, 4 .. N streams "
+                   "batched vs B sequential single sessions on ort-cpu -> benchmarks/results/bench_streams.json")
+    p.add_argument("--streams-engines", type=Path, default=None, metavar="DIR",
+                   help="with --streams: an `export --streams N` export of the same weights (skips that export)")
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:

@@ -4,6 +4,14 @@ Each module's `forward` takes the graph's inputs in spec order and returns its o
 same module is what `torch.onnx.export` traces and what the torch backend runs. Constant RoPE tables (image
 grid with the pose token at (-1, -1), state grid) are computed once here, analytically, and become initializers;
 the human slots take the rows of the image table at their `human_patch` (a run-time gather, no trigonometry).
+Batch copies are `repeat` (Tile), never a traced `expand`: with a dynamic stream axis the TorchScript exporter writes
+an expand's size as INT64 Equal/Where data, which the TensorRT check rejects; Tile takes its repeats as a shape.
+
+Multi-stream graphs (`streams` = N > 1, see runtime/graphs.py) run the same code on B streams at once: axis 0
+of every tensor is the stream axis, the human slots are (B, K) rows (each row gathers its own dino/enc tokens
+with a GatherElements and its own RoPE rows with a Gather, INT32 indices), the key bias, `first`, `ttt3r`, the
+TTT3R gate and the pose query are per row. Single-stream graphs take the (K,) slot vectors and (1,) flags of
+today's spec; the only difference is which gather op a slot vector of rank 1 or 2 takes (a static choice).
 
 Padded human slots are exact: every attention that reads them as keys gets an additive -1e9 key bias (its
 softmax weight is exactly 0 in fp32), the TTT3R logit mean sums over valid keys and divides by their count,
@@ -45,14 +53,36 @@ class _RopeBank(nn.Module):
         return Rope(getattr(self, f"{name}_cos"), getattr(self, f"{name}_sin"))
 
     def with_slots(self, name: str, patch: torch.Tensor, skip: int = 1) -> Rope:
-        """Table `name` followed by its rows `skip + patch` (K,) int32: the human slots at their patches."""
+        """Table `name` followed by its rows `skip + patch`: the human slots at their patches.
+
+        patch (K,) int32 (single-stream: tables (1, 1, T+K, hd)) or (B, K) int32 (one row of slots per stream:
+        tables (B, 1, T+K, hd), each stream's slots at its own patches)."""
         cos, sin = self.rope(name)
-        idx = patch + skip  # (K,) int32
-        return Rope(torch.cat([cos, cos.index_select(2, idx)], dim=2), torch.cat([sin, sin.index_select(2, idx)], dim=2))
+        idx = patch + skip  # int32
+        if idx.dim() == 1:
+            return Rope(torch.cat([cos, cos.index_select(2, idx)], dim=2),
+                        torch.cat([sin, sin.index_select(2, idx)], dim=2))
+        batch, k = idx.shape[0], idx.shape[1]
+        flat = idx.reshape(-1)  # (B*K,): a plain Gather of table rows, INT32 indices
+
+        def slots(t: torch.Tensor) -> torch.Tensor:
+            rows = t[0, 0].index_select(0, flat).reshape(-1, 1, k, t.shape[-1])  # (B, 1, K, hd)
+            return torch.cat([t.repeat(batch, 1, 1, 1), rows], dim=2)
+
+        return Rope(slots(cos), slots(sin))
+
+
+def gather_slots(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """tokens (B, N, C) at the slots `index`: (K,) int32 (B = 1, a Gather) or (B, K) int32 (row b reads its own
+    tokens: a GatherElements with INT32 indices) -> (B, K, C)."""
+    if index.dim() == 1:
+        return tokens.index_select(1, index)
+    return torch.gather(tokens, 1, index.unsqueeze(-1).repeat(1, 1, tokens.shape[-1]))
 
 
 class EncoderGraph(nn.Module):
-    """img (1,3,H,W), img_mhmr (1,3,R,R) -> enc_tokens, dino_tokens, det_scores, det_offsets, human_mask."""
+    """img (B,3,H,W), img_mhmr (B,3,R,R) -> enc_tokens, dino_tokens, det_scores, det_offsets, human_mask (B = 1
+    single-stream)."""
 
     def __init__(self, model: Human3R, width: int, height: int) -> None:
         super().__init__()
@@ -82,6 +112,7 @@ class DecoderGraph(nn.Module):
 
     Inputs: enc_tokens (1,N,Ce), dino_tokens (1,g*g,bd), state (1,S,D), mem (1,M,2D), human_cell (K,) int32,
     human_patch (K,) int32, human_valid (K,) 0/1 float, first (1,) float, ttt3r (1,) float.
+    Batched (multi-stream) form: B rows on axis 0 of each tensor, human_* (B, K), first/ttt3r (B,).
     `lean` drops the cross-view DPT with final_transform and the rgb DPT.
     """
 
@@ -110,18 +141,22 @@ class DecoderGraph(nn.Module):
         m, cfg = self.model, self.model.cfg
         N, H, W = self.num_patches, self.height, self.width
         # human prompts at their patches
-        dino_h = dino_tokens.index_select(1, human_cell)  # (1, K, bd)
-        enc_h = enc_tokens.index_select(1, human_patch)  # (1, K, Ce)
-        prompts = m.fuse_humans(dino_h, enc_h)  # (1, K, D)
-        x_rope_d = self.ropes.with_slots("x_d", human_patch)  # (1, 1, 1+N+K, hd)
-        x_rope_s = self.ropes.with_slots("x_s", human_patch)  # (1, 1, 1+N+K, hs)
+        K = self.slots
+        dino_h = gather_slots(dino_tokens, human_cell)  # (B, K, bd)
+        enc_h = gather_slots(enc_tokens, human_patch)  # (B, K, Ce)
+        prompts = m.fuse_humans(dino_h, enc_h)  # (B, K, D)
+        x_rope_d = self.ropes.with_slots("x_d", human_patch)  # (B, 1, 1+N+K, hd)
+        x_rope_s = self.ropes.with_slots("x_s", human_patch)  # (B, 1, 1+N+K, hs)
         s_rope_d, s_rope_s = self.ropes.rope("s_d"), self.ropes.rope("s_s")
+        slot_valid = human_valid.reshape(-1, K)  # (B, K)
         ones = torch.ones(1, 1 + N, dtype=human_valid.dtype, device=human_valid.device)
-        valid = torch.cat([ones, human_valid.reshape(1, -1)], dim=1)  # (1, 1+N+K)
-        bias = key_bias(valid)  # (1, 1, 1, 1+N+K), -1e9 on padded slots
+        if human_valid.dim() > 1:  # one row per stream
+            ones = ones.repeat(slot_valid.shape[0], 1)
+        valid = torch.cat([ones, slot_valid], dim=1)  # (B, 1+N+K)
+        bias = key_bias(valid)  # (B, 1, 1, 1+N+K), -1e9 on padded slots
 
-        pose_q = m.pose_query(enc_tokens, mem, first)  # (1, 1, D)
-        x = torch.cat([pose_q, m.decoder_embed(enc_tokens), prompts], dim=1)  # (1, 1+N+K, D)
+        pose_q = m.pose_query(enc_tokens, mem, first)  # (B, 1, D): per row, pose_token where first
+        x = torch.cat([pose_q, m.decoder_embed(enc_tokens), prompts], dim=1)  # (B, 1+N+K, D)
         L = cfg.dec_depth
         mid = (L * 2 // 4, L * 3 // 4)
         layers: dict[int, torch.Tensor] = {}
@@ -132,17 +167,17 @@ class DecoderGraph(nn.Module):
             x, _ = blk_x(x, s, x_rope_d, s_rope_d, bias, None)
             s = s_new
             if logit_sum is not None:
-                logits.append(logit_sum)  # (1, S) sum over heads and valid keys of this layer
+                logits.append(logit_sum)  # (B, S) sum over heads and valid keys of this layer
             if i in mid:
                 layers[i] = x
         logit_total = logits[0]
         for extra in logits[1:]:
             logit_total = logit_total + extra
-        s = m.dec_norm_state(s)  # (1, S, D)
-        x = m.dec_norm(x)  # (1, 1+N+K, D)
-        n_keys = valid.sum(dim=1, keepdim=True)  # (1, 1): 1 + N + valid humans
-        logit_mean = logit_total / (n_keys * float(L * cfg.state_dec_num_heads))  # (1, S)
-        gate = ttt3r * (1.0 - first)  # (1,): TTT3R only after the first frame of a segment
+        s = m.dec_norm_state(s)  # (B, S, D)
+        x = m.dec_norm(x)  # (B, 1+N+K, D)
+        n_keys = valid.sum(dim=1, keepdim=True)  # (B, 1): 1 + N + valid humans of each row
+        logit_mean = logit_total / (n_keys * float(L * cfg.state_dec_num_heads))  # (B, S)
+        gate = ttt3r * (1.0 - first)  # (B,): TTT3R only after the first frame of a segment, per row
         state_out = m.next_state(state, s, logit_mean, gate)
         mem_out = m.update_mem(mem, enc_tokens, x[:, 0:1])
 
@@ -150,10 +185,10 @@ class DecoderGraph(nn.Module):
         enc = enc_tokens
         mid1 = layers[mid[0]][:, 1:1 + N]
         mid2 = layers[mid[1]][:, 1:1 + N]
-        pose_tok, tokens = x[:, 0], x[:, 1:1 + N]  # (1, D), (1, N, D)
-        camera_pose = pose_output(head.pose_head(pose_tok))  # (1, 7)
+        pose_tok, tokens = x[:, 0], x[:, 1:1 + N]  # (B, D), (B, N, D)
+        camera_pose = pose_output(head.pose_head(pose_tok))  # (B, 7)
         pts_self, conf_self = dense_outputs(head.dpt_self([enc, mid1, mid2, tokens], H, W))
-        human_tokens = x[:, 1 + N:] * human_valid.reshape(1, -1, 1)  # (1, K, D), zeros in padded slots
+        human_tokens = x[:, 1 + N:] * slot_valid.unsqueeze(-1)  # (B, K, D), zeros in padded slots
         outs = {"state_out": state_out, "mem_out": mem_out, "camera_pose": camera_pose, "pts3d_self": pts_self,
                 "conf_self": conf_self}
         if not self.lean:
@@ -175,7 +210,8 @@ class DecoderGraph(nn.Module):
 
 
 class SmplHeadGraph(nn.Module):
-    """human_tokens (1,K,D), human_dino_tokens (1,K,bd) -> rotmat (1,K,53,3,3), betas, expression, transl."""
+    """human_tokens (B,K,D), human_dino_tokens (B,K,bd) -> rotmat (B,K,53,3,3), betas, expression, transl (B = 1
+    single-stream)."""
 
     def __init__(self, model: Human3R) -> None:
         super().__init__()
@@ -185,14 +221,15 @@ class SmplHeadGraph(nn.Module):
         return self.model.smpl_heads(human_tokens, human_dino_tokens)
 
 
-def build_graphs(model: Human3R, width: int, height: int, max_people: int = 16, lean: bool = False
-                 ) -> tuple[tuple[GraphSpec, nn.Module], ...]:
+def build_graphs(model: Human3R, width: int, height: int, max_people: int = 16, lean: bool = False,
+                 streams: int = 1) -> tuple[tuple[GraphSpec, nn.Module], ...]:
     """(spec, module) for the encoder, decoder and SMPL-X head of `model` at `width`x`height` with K slots.
 
-    The modules share `model`'s parameters (no copies). Building the encoder freezes the DINOv2 position
-    embedding of `model` for its MHMR grid.
+    `streams` = N > 1: the multi-stream specs (`graph_specs(..., streams=N)`); the modules take B rows on axis 0
+    (human_* (B, K), first/ttt3r (B,)). The modules share `model`'s parameters (no copies). Building the
+    encoder freezes the DINOv2 position embedding of `model` for its MHMR grid.
     """
-    specs = graph_specs(model.cfg, width, height, max_people, lean)
+    specs = graph_specs(model.cfg, width, height, max_people, lean, streams=streams)
     mods: dict[str, nn.Module] = {
         ENCODER: EncoderGraph(model, width, height),
         DECODER: DecoderGraph(model, width, height, max_people, lean),
@@ -201,18 +238,22 @@ def build_graphs(model: Human3R, width: int, height: int, max_people: int = 16, 
     return tuple((s, mods[s.name].eval()) for s in specs)
 
 
-def example_inputs(spec: GraphSpec, device: str | torch.device = "cpu", seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Plausible inputs for tracing `spec` (valid indices, 0/1 flags, values in [-1, 1]), in input order."""
+def example_inputs(spec: GraphSpec, device: str | torch.device = "cpu", seed: int = 0, batch: int | None = None
+                   ) -> tuple[torch.Tensor, ...]:
+    """Plausible inputs for tracing `spec` (valid indices, 0/1 flags, values in [-1, 1]), in input order.
+
+    `batch`: axis 0 of the batched (multi-stream) tensors (default: the spec's maximum N)."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for t in spec.inputs:
         dt = _TORCH_DTYPES[t.dtype]
+        shape = t.shape_for(batch)
         if dt == torch.int32:
-            value = torch.zeros(t.shape, dtype=dt)
+            value = torch.zeros(shape, dtype=dt)
         elif t.name in ("human_valid", "first", "ttt3r"):
-            value = torch.ones(t.shape, dtype=dt)
+            value = torch.ones(shape, dtype=dt)
         else:
-            value = (torch.rand(t.shape, generator=gen) * 2 - 1).to(dt)
+            value = (torch.rand(shape, generator=gen) * 2 - 1).to(dt)
         out.append(value.to(device))
     return tuple(out)
 

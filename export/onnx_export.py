@@ -1,11 +1,16 @@
 """`human3r-edge export`: trace the encoder, decoder-step and SMPL-X-head graphs to ONNX with their I/O spec.
 
     human3r-edge export (--checkpoint CKPT [--config NAME] | --config NAME --random-weights [--seed S])
-                        --resolution WxH --out DIR [--max-people K] [--lean] [--fp16] [--no-trt-check]
+                        --resolution WxH --out DIR [--max-people K] [--lean] [--fp16] [--streams N]
+                        [--no-trt-check]
 
 Writes `encoder.onnx`, `decoder.onnx`, `smpl_head.onnx` (opset 17: LayerNormalization is one op; a graph with
 more than ~1.8 GB of weights keeps them in `<file>.data`), with `--fp16` also `<graph>.fp16.onnx`, then
 `initial_state.npz` and last `export.json` (the I/O spec the runtime reads; its presence marks a finished export).
+
+`--streams N` (N > 1) writes the multi-stream graphs: every input and output gets a leading stream axis, the
+ONNX dim_param `streams` (dynamic 1..N at run time; see runtime/iospec.py); they are traced with a batch of 2 so no
+batch size is baked into a constant, and export.json records `streams`. initial_state.npz keeps one row.
 
 Tracing uses torch's TorchScript-based ONNX exporter (static shapes, so the traced graph is the whole program);
 clean-up passes fold the tracer's static shape arithmetic and give gathers INT32 indices (onnx_passes.py). Every
@@ -41,6 +46,7 @@ from human3r_edge.runtime.graphs import DECODER, LEAN_DROPPED, check_resolution,
 from human3r_edge.runtime.iospec import SPEC_FILE, ExportSpec, GraphSpec
 
 OPSET = 17  # LayerNormalization is one op from 17; TensorRT 10.3's parser takes opsets up to 20
+TRACE_BATCH = 2  # the batch multi-stream graphs are traced with
 IR_VERSION = 8  # what opset 17 needs; read by ONNX Runtime 1.31 and TensorRT 10.3's parser
 _ONNX_TYPES = {1: "float32", 10: "float16", 6: "int32", 7: "int64", 9: "bool", 2: "uint8"}
 
@@ -56,14 +62,31 @@ class ExportOptions:
     fp16: bool = False  # also write <graph>.fp16.onnx (FP16 weights, fragile math in FP32)
     opset: int = OPSET
     trt_check: bool = True  # run the TensorRT 10.3 op-support checker on every written graph
+    streams: int = 1  # N > 1: multi-stream graphs, a dynamic stream axis 0 of 1..N on every tensor
 
     def __post_init__(self) -> None:
         check_resolution(self.width, self.height)
+        if not isinstance(self.streams, int) or isinstance(self.streams, bool) or self.streams < 1:
+            raise Human3RError(msg("--streams", "N must be an integer >= 1", repr(self.streams), ">= 1 (default 1)",
+                                   "N is the most camera streams one set of engines batches"))
         if not isinstance(self.max_people, int) or isinstance(self.max_people, bool) or self.max_people < 1:
             raise Human3RError(msg("--max-people", "K must be an integer >= 1", self.max_people,
                                    ">= 1 (default 16)", "K is the number of static human slots of the decoder"))
         if not 17 <= self.opset <= 20:
             raise Human3RError(msg("opset", "unsupported", self.opset, "17..20 (TensorRT 10.3 parses <= 20)"))
+
+
+def parse_streams(text: Any) -> int:
+    """'4' -> 4; a clear error for anything that is not an integer >= 1."""
+    try:
+        n = int(str(text).strip())
+    except ValueError as exc:
+        raise Human3RError(msg("--streams", "not an integer", repr(text), "an integer N >= 1 (default 1)",
+                               "N is the most camera streams one set of engines batches")) from exc
+    if n < 1:
+        raise Human3RError(msg("--streams", "N must be an integer >= 1", n, ">= 1 (default 1)",
+                               "N is the most camera streams one set of engines batches"))
+    return n
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -115,25 +138,59 @@ def tool_versions() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ one graph
+STREAM_DIM = "streams"  # the ONNX dim_param of the stream axis of multi-stream graphs
+
+
+def onnx_dims(spec_tensor: Any) -> tuple[int | str, ...]:
+    """The ONNX dims a spec tensor has in an exported graph: axis 0 of a batched tensor is `STREAM_DIM`."""
+    dims: tuple[int | str, ...] = tuple(int(d) for d in spec_tensor.shape)
+    return ((STREAM_DIM,) + dims[1:]) if spec_tensor.batched else dims
+
+
 def verify_io(model: Any, spec: GraphSpec) -> None:
-    """The ONNX graph's inputs and outputs equal the spec's names, dtypes and shapes, in order."""
-    def sig(values: Any) -> list[tuple[str, str, tuple[int, ...]]]:
+    """The ONNX graph's inputs and outputs equal the spec's names, dtypes and shapes, in order (a batched
+    tensor's axis 0 is the dim_param `streams`)."""
+    def sig(values: Any) -> list[tuple[str, str, tuple[int | str, ...]]]:
         out = []
         for v in values:
             tt = v.type.tensor_type
             out.append((v.name, _ONNX_TYPES.get(tt.elem_type, str(tt.elem_type)),
-                        tuple(int(d.dim_value) for d in tt.shape.dim)))
+                        tuple(str(d.dim_param) if d.HasField("dim_param") else int(d.dim_value)
+                              for d in tt.shape.dim)))
         return out
 
     init = {t.name for t in model.graph.initializer}
     got_in = sig([i for i in model.graph.input if i.name not in init])
     got_out = sig(model.graph.output)
-    want_in = [(t.name, t.dtype, tuple(t.shape)) for t in spec.inputs]
-    want_out = [(t.name, t.dtype, tuple(t.shape)) for t in spec.outputs]
+    want_in = [(t.name, t.dtype, onnx_dims(t)) for t in spec.inputs]
+    want_out = [(t.name, t.dtype, onnx_dims(t)) for t in spec.outputs]
     if got_in != want_in or got_out != want_out:
         raise Human3RError(msg(f"graph {spec.name}", "traced I/O differs from the spec",
                                f"inputs {got_in} outputs {got_out}", f"inputs {want_in} outputs {want_out}",
                                "a bug in export/graphs_torch.py"))
+
+
+def _declare_batched_outputs(model: Any, spec: GraphSpec, traced: list[tuple[int, ...]], batch: int) -> None:
+    """Give the outputs of a multi-stream graph their spec dims (`streams`, static dims): ONNX shape inference
+    cannot follow the dynamic stream axis through the tracer's shape arithmetic, so the exporter names the
+    other dims itself. Checked first against the output shapes of the traced call (at `batch` streams)."""
+    want = [t.shape_for(batch) for t in spec.outputs]
+    if traced != want:
+        raise Human3RError(msg(f"graph {spec.name}", "traced output shapes differ from the spec", traced,
+                               f"{want} (at {batch} streams)", "a bug in export/graphs_torch.py"))
+    by_name = {t.name: t for t in spec.outputs}
+    for out in model.graph.output:
+        t = by_name.get(out.name)
+        if t is None:
+            continue
+        dims = out.type.tensor_type.shape.dim
+        del dims[:]
+        for d in onnx_dims(t):
+            dim = dims.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = d
 
 
 def trace_graph(spec: GraphSpec, module: Any, workdir: Path, opset: int, weights: bool = True) -> Any:
@@ -150,16 +207,32 @@ def trace_graph(spec: GraphSpec, module: Any, workdir: Path, opset: int, weights
     from human3r_edge.export.onnx_passes import fold_static, int32_gather_indices, load_small_external_data
 
     path = workdir / f"{spec.name}.onnx"
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)  # "legacy TorchScript-based exporter"
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(module, example_inputs(spec), str(path), input_names=[t.name for t in spec.inputs],
-                          output_names=[t.name for t in spec.outputs], opset_version=opset, dynamo=False,
-                          do_constant_folding=True, export_params=weights)
+    batched = [t.name for t in spec.inputs + spec.outputs if t.batched]
+    # a batch of 2 (never 1, which the tracer would broadcast away; never N, so N is baked nowhere)
+    batch = TRACE_BATCH if batched else None
+    dynamic = {name: {0: STREAM_DIM} for name in batched} or None
+    traced: list[tuple[int, ...]] = []  # output shapes of the traced call
+
+    def record(_mod: Any, _args: Any, outs: Any) -> None:
+        traced[:] = [tuple(int(d) for d in o.shape) for o in (outs if isinstance(outs, (tuple, list)) else [outs])]
+
+    hook = module.register_forward_hook(record)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # "legacy TorchScript-based exporter"
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(module, example_inputs(spec, batch=batch), str(path),
+                              input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
+                              opset_version=opset, dynamo=False, do_constant_folding=True, export_params=weights,
+                              dynamic_axes=dynamic)
+    finally:
+        hook.remove()
     model = onnx.load(str(path), load_external_data=False)
     load_small_external_data(model, workdir)
     fold_static(model)
     int32_gather_indices(model)
+    if batched:
+        _declare_batched_outputs(model, spec, traced, TRACE_BATCH)
     if not weights:
         extra = [i for i in model.graph.input if i.name not in {t.name for t in spec.inputs}]
         del model.graph.input[len(spec.inputs):]
@@ -196,7 +269,7 @@ def export_model(model: Any, out_dir: str | os.PathLike, opts: ExportOptions, ch
     cfg = model.cfg
     log = _Log(3 * (2 + opts.fp16) + 2, quiet)
     t0 = time.perf_counter()
-    graphs = build_graphs(model, opts.width, opts.height, opts.max_people, opts.lean)
+    graphs = build_graphs(model, opts.width, opts.height, opts.max_people, opts.lean, streams=opts.streams)
     specs: list[GraphSpec] = []
     extra: dict[str, Any] = {"source": source or {}, "ir_version": IR_VERSION, "files": {}, "fp16": {},
                              "trt_ops": {}, "exporter": f"torch.onnx TorchScript tracer (torch {torch.__version__})"}
@@ -234,15 +307,15 @@ def export_model(model: Any, out_dir: str | os.PathLike, opts: ExportOptions, ch
         state, mem = model.initial_state()
     dec = next(s for s in specs if s.name == DECODER)
     init = {p.input: v.detach().cpu().numpy().astype(np.float32) for p, v in zip(dec.state, (state, mem))}
-    for p in dec.state:
-        dec.input(p.input).check(init[p.input], "initial state")
+    for p in dec.state:  # one row (1, ...) for every stream, also in multi-stream exports
+        dec.input(p.input).check(init[p.input], "initial state", batch=1 if dec.input(p.input).batched else None)
     _savez(out / "initial_state.npz", init)
     extra["seconds"] = round(time.perf_counter() - t0, 2)
     extra["peak_rss_bytes"] = peak_rss_bytes()
     spec_out = ExportSpec(graphs=tuple(specs), config=cfg.to_dict(), resolution=(opts.width, opts.height),
                           max_people=opts.max_people, opset=opts.opset, checkpoint_sha256=checkpoint_sha256,
                           lean=opts.lean, dropped_outputs=LEAN_DROPPED if opts.lean else (),
-                          versions=tool_versions(), extra=extra)
+                          versions=tool_versions(), extra=extra, streams=opts.streams)
     spec_out.save(out)
     from human3r_edge.runtime.integrity import write_checksums
 
@@ -252,7 +325,7 @@ def export_model(model: Any, out_dir: str | os.PathLike, opts: ExportOptions, ch
 
 
 def export_structure(config: str, width: int, height: int, max_people: int = 16, lean: bool = False,
-                     seed: int = 0) -> dict[str, Any]:
+                     seed: int = 0, streams: int = 1) -> dict[str, Any]:
     """The traced and cleaned graphs of a preset without their weights ({graph: ModelProto}), for op and type
     checks of the full-size presets. The model gets seeded random weights like `--random-weights` (all-zero
     weights would let the tracer merge identical initializers into another graph); the tracer runs it once;
@@ -263,12 +336,12 @@ def export_structure(config: str, width: int, height: int, max_people: int = 16,
     from human3r_edge.export.graphs_torch import build_graphs
     from human3r_edge.export.model import build_model
 
-    opts = ExportOptions(width, height, max_people, lean)
+    opts = ExportOptions(width, height, max_people, lean, streams=streams)
     model = build_model(get_config(config))
     randomize_(model, seed)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for spec, module in build_graphs(model, opts.width, opts.height, opts.max_people, lean):
+        for spec, module in build_graphs(model, opts.width, opts.height, opts.max_people, lean, streams=streams):
             d = Path(tmp) / spec.name
             d.mkdir()
             out[spec.name] = trace_graph(spec, module, d, opts.opset, weights=False)
@@ -365,6 +438,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "conf_other, rgb: cross-view DPT with final_transform, rgb DPT)")
     p.add_argument("--fp16", action="store_true", help="also write <graph>.fp16.onnx (FP16 weights, fragile math "
                    "FP32) for strongly typed TensorRT")
+    p.add_argument("--streams", default="1", metavar="N", help="the most camera streams one set of graphs batches "
+                   "(1): N > 1 gives every input and output a dynamic stream axis 0 of 1..N")
     p.add_argument("--no-trt-check", action="store_true", help="skip the TensorRT 10.3 op-support check")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -387,7 +462,8 @@ def main(args: argparse.Namespace) -> int:
     existed = True
     try:
         w, h = parse_resolution(args.resolution)
-        opts = ExportOptions(w, h, args.max_people, args.lean, args.fp16, trt_check=not args.no_trt_check)
+        opts = ExportOptions(w, h, args.max_people, args.lean, args.fp16, trt_check=not args.no_trt_check,
+                             streams=parse_streams(getattr(args, "streams", 1)))
         existed = _check_out(Path(args.out))
         if args.checkpoint is not None and not Path(args.checkpoint).is_file():
             raise Human3RError(msg(f"--checkpoint {args.checkpoint}", "file not found"))
@@ -421,6 +497,7 @@ def main(args: argparse.Namespace) -> int:
     bad = [f for f, r in spec.extra.get("trt_ops", {}).items() if r["errors"]]
     size = sum(spec.extra["files"].values())
     print(f"export | {spec.config['name']} {w}x{h}, K={opts.max_people}{', lean' if opts.lean else ''}"
+          f"{f', streams={opts.streams}' if opts.streams > 1 else ''}"
           f"{', fp16' if opts.fp16 else ''}: {len(spec.extra['files'])} files, {size / 1e6:.1f} MB -> {args.out} in "
           f"{time.perf_counter() - t0:.1f} s, peak RSS {peak_rss_bytes() / 2**30:.2f} GiB"
           + (f"; TensorRT op check FAILED for {bad}" if bad else ""))

@@ -19,7 +19,7 @@ from human3r_edge.errors import Human3RError, msg
 # ops folded when every input is a known constant (exact in IEEE arithmetic or pure data movement)
 FOLDABLE = {"Add", "Sub", "Mul", "Div", "Neg", "Sqrt", "Reciprocal", "Cast", "Concat", "Reshape", "Unsqueeze",
             "Squeeze", "Slice", "Gather", "Identity", "Expand", "ConstantOfShape", "Equal", "Where", "Range",
-            "Transpose", "Less", "Greater", "Not", "And", "Or", "Abs", "Max", "Min", "Floor", "Ceil"}
+            "Transpose", "Less", "Greater", "Not", "And", "Or", "Abs", "Max", "Min", "Floor", "Ceil", "Tile"}
 FOLD_LIMIT = 1 << 16  # elements: larger constants are weights/tables and are left to the runtime
 # Above this a graph keeps its weights in `<file>.data`: required near protobuf's 2 GB cap, and chosen well below
 # it so that tools reading only the structure (op checks, FLOP counts) never parse gigabytes of weights.
@@ -40,17 +40,46 @@ def _known_constants(g: onnx.GraphProto) -> dict[str, np.ndarray]:
     return consts
 
 
-def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    out: dict[str, tuple[int, ...]] = {}
+def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    """Inferred shapes of the graph's tensors, None for a dim that is not a number (e.g. the stream axis).
+
+    With a dynamic input dim, shape values are propagated too (`data_prop`): a Reshape to Concat(batch, 48, 128)
+    then still has its static dims."""
+    dynamic = any(not d.HasField("dim_value") for i in model.graph.input for d in i.type.tensor_type.shape.dim)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=dynamic)
+    out: dict[str, tuple[int | None, ...]] = {}
     g = inferred.graph
     for v in list(g.input) + list(g.value_info) + list(g.output):
         tt = v.type.tensor_type
-        if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
-            out[v.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
+        if tt.HasField("shape"):
+            out[v.name] = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in tt.shape.dim)
     for t in g.initializer:
         out[t.name] = tuple(int(d) for d in t.dims)
     return out
+
+
+def _shape_part(n: onnx.NodeProto, shape_of: dict[str, tuple[int | None, ...]],
+                consts: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The value of `Gather(Shape(x), i)` or `Slice(Shape(x), ...)` with constant indices when the dims it picks
+    are static although `x` has a dynamic dim (the stream axis): the tracer's `x.shape[1]` arithmetic."""
+    dims = shape_of.get(n.input[0]) if n.input else None
+    if dims is None or any(i and i not in consts for i in n.input[1:]):
+        return None
+    arr = np.array([-1 if d is None else d for d in dims], np.int64)
+    known = np.array([d is not None for d in dims])
+    if n.op_type == "Gather" and len(n.input) == 2:
+        idx = consts[n.input[1]].astype(np.int64)
+        if idx.size and np.all(known[idx]):
+            return arr[idx]
+    elif n.op_type == "Slice" and len(n.input) >= 3:
+        starts, ends = consts[n.input[1]], consts[n.input[2]]
+        axes = consts[n.input[3]] if len(n.input) > 3 and n.input[3] else np.zeros(1, np.int64)
+        steps = consts[n.input[4]] if len(n.input) > 4 and n.input[4] else np.ones(1, np.int64)
+        if starts.size == ends.size == axes.size == steps.size == 1 and int(axes[0]) in (0, -1):
+            pick = np.arange(len(dims))[slice(int(starts[0]), int(ends[0]), int(steps[0]))]
+            if pick.size and np.all(known[pick]):
+                return arr[pick]
+    return None
 
 
 def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
@@ -72,25 +101,44 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
 
 
-def fold_static(model: onnx.ModelProto) -> int:
+def fold_static(model: onnx.ModelProto, rounds: int = 4) -> int:
     """Fold Shape nodes of statically shaped tensors and small all-constant subgraphs into initializers.
 
+    In graphs with a dynamic stream axis, the static dims picked out of a Shape (`Gather`/`Slice` of it) fold
+    too, and folding repeats (up to `rounds` times) while shape inference learns more from the folded constants.
     Works on a model loaded without its external data (weights are never read). Returns the folded node count.
     """
+    total = 0
+    for _ in range(max(1, rounds)):
+        folded = _fold_once(model)
+        total += folded
+        if not folded:
+            break
+    return total
+
+
+def _fold_once(model: onnx.ModelProto) -> int:
     g = model.graph
     consts = _known_constants(g)
-    shapes = _static_shapes(skeleton(model))
+    shapes = _static_shapes(skeleton(model, keep_small=True))
     opset = _opset(model)
     keep: list[onnx.NodeProto] = []
     folded = 0
     new_inits: list[onnx.TensorProto] = []
+    shape_of: dict[str, tuple[int | None, ...]] = {}  # Shape outputs of tensors with a dynamic dim
     for n in g.node:
         values: list[np.ndarray] | None = None
         if n.op_type == "Shape" and n.input[0] in shapes:
-            dims = shapes[n.input[0]]
             start = next((a.i for a in n.attribute if a.name == "start"), 0)
+            dims = shapes[n.input[0]]
             end = next((a.i for a in n.attribute if a.name == "end"), len(dims))
-            values = [np.asarray(dims[start:end], np.int64)]
+            if all(d is not None for d in dims[start:end]):
+                values = [np.asarray(dims[start:end], np.int64)]
+            else:
+                shape_of[n.output[0]] = dims[start:end]
+        elif n.op_type in ("Gather", "Slice") and n.input and n.input[0] in shape_of:
+            part = _shape_part(n, shape_of, consts)
+            values = None if part is None else [part]
         elif n.op_type in FOLDABLE and n.domain in ("", "ai.onnx") and n.input \
                 and all((not i) or i in consts for i in n.input):
             args = [consts[i] if i else None for i in n.input]
@@ -204,12 +252,19 @@ def check_model(path: str | os.PathLike) -> None:
                                hint="a bug in the exporter: please report it with the command line")) from exc
 
 
-def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+def skeleton(model: onnx.ModelProto, keep_small: bool = False) -> onnx.ModelProto:
     """The graph structure with data-less initializers (names, dtypes, dims): cheap to copy and to shape-infer
-    whatever the weight size. Not runnable."""
+    whatever the weight size. Not runnable. `keep_small` keeps the values of small inline initializers (at most
+    FOLD_LIMIT elements: shapes, axes, indices) so that shape inference can propagate them."""
     g = model.graph
-    inits = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in g.initializer]
-    graph = helper.make_graph(list(g.node), g.name, list(g.input) + inits, list(g.output))
+
+    def small(t: onnx.TensorProto) -> bool:
+        return (keep_small and t.data_location != TensorProto.EXTERNAL
+                and int(np.prod(t.dims, dtype=np.int64)) <= FOLD_LIMIT)
+
+    inits = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in g.initializer if not small(t)]
+    graph = helper.make_graph(list(g.node), g.name, list(g.input) + inits, list(g.output),
+                              initializer=[t for t in g.initializer if small(t)])
     out = helper.make_model(graph, opset_imports=list(model.opset_import))
     out.ir_version = model.ir_version
     return out

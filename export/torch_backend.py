@@ -8,6 +8,10 @@ and drop them from the results: what the benchmark's "PyTorch as the original ru
 State and linked tensors are torch tensors held by the backend; a state output replaces its input tensor after
 each run (a new tensor every run, so nothing is ever both input and output). Returned arrays are fresh numpy
 copies owned by the caller.
+
+Multi-stream exports (`streams` = N > 1): every state tensor is held as N rows (the one-row initial state tiled);
+`run(..., slots=)` gathers the rows of the batch's slots, runs the batched modules on those B rows and scatters the
+new rows back into a new tensor, so rows of absent slots keep their values bit for bit.
 """
 from __future__ import annotations
 
@@ -54,7 +58,7 @@ class TorchBackend(Backend):
                                       model.cfg.name, want.name, "pass the checkpoint the export was made from"))
         W, H = (int(v) for v in self.spec.resolution)
         lean = bool(self.spec.lean) and not self.options.get("all_heads", False)
-        built = build_graphs(model.eval(), W, H, int(self.spec.max_people), lean)
+        built = build_graphs(model.eval(), W, H, int(self.spec.max_people), lean, streams=self.streams)
         for spec, module in built:
             mine = [t.name for t in self.spec.graph(spec.name).outputs]
             names = [t.name for t in spec.outputs]
@@ -105,7 +109,16 @@ class TorchBackend(Backend):
 
     # ------------------------------------------------------------------ state
     def reset_state(self) -> None:
-        self._state = {p.input: torch.from_numpy(value.copy()) for p, _t, value in self._checked_initial_state()}
+        n = self.streams
+        self._state = {p.input: torch.from_numpy(np.repeat(value, n, axis=0) if n > 1 else value.copy())
+                       for p, _t, value in self._checked_initial_state()}
+
+    def _reset_rows(self, slots: tuple[int, ...]) -> None:
+        rows = torch.tensor(slots, dtype=torch.int64)
+        for p, _t, value in self._checked_initial_state():
+            new = self._state[p.input].clone()  # a new tensor: a linked or returned one is never changed
+            new[rows] = torch.from_numpy(value.copy())  # (1, ...) broadcast to every reset row
+            self._state[p.input] = new
 
     def read_state(self, name: str) -> np.ndarray:
         if name not in self._state:
@@ -114,12 +127,22 @@ class TorchBackend(Backend):
 
     # ------------------------------------------------------------------ execution
     def _run_impl(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str]) -> dict[str, np.ndarray]:
+        return self._run_rows(graph, feeds, fetch, None)
+
+    def _run_streams(self, graph: str, feeds: Mapping[str, Any], fetch: list[str], slots: tuple[int, ...]
+                     ) -> dict[str, np.ndarray]:
+        return self._run_rows(graph, feeds, fetch, torch.tensor(slots, dtype=torch.int64))
+
+    def _run_rows(self, graph: str, feeds: Mapping[str, Any], fetch: list[str], rows: torch.Tensor | None
+                  ) -> dict[str, np.ndarray]:
+        """One run; `rows` (multi-stream): the state rows of the batch, in batch order (None: the whole state)."""
         g = self.spec.graph(graph)
         linked = self.spec.linked_inputs(graph)
         args = []
         for t in g.inputs:
             if t.name in g.state_inputs:
-                args.append(self._state[t.name])
+                state = self._state[t.name]
+                args.append(state if rows is None else state.index_select(0, rows))
             elif t.name in linked:
                 if t.name not in self._linked:
                     raise Human3RError(msg(f"graph {graph}", f"linked input {t.name} has no value yet", None,
@@ -134,5 +157,10 @@ class TorchBackend(Backend):
             if name in self._keep:
                 self._linked[name] = v
         for p in g.state:
-            self._state[p.input] = values[p.output]
+            if rows is None:
+                self._state[p.input] = values[p.output]
+            else:
+                new = self._state[p.input].clone()  # scatter: rows of absent slots are copied unchanged
+                new[rows] = values[p.output]
+                self._state[p.input] = new
         return {n: values[n].numpy().copy() for n in fetch}

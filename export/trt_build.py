@@ -2,6 +2,7 @@
 
     human3r-edge build --onnx-dir DIR --out DIR [--precision fp16|fp32] [--workspace-mb N] [--timing-cache FILE]
                        [--opt-level N] [--typing auto|weak|strong] [--graphs NAME ...] [--no-op-check]
+                       [--streams M]
 
 It branches on the installed TensorRT version:
 * TensorRT < 10.12 (JetPack 6: 10.3) builds weakly typed from the FP32 ONNX: BuilderFlag.FP16 plus
@@ -12,7 +13,8 @@ It branches on the installed TensorRT version:
   (`GraphSpec.fp16_file`, FP16 weights with the fragile math already in FP32); no precision flag is ever set on
   a strongly typed network.
 fp32 precision builds from the FP32 ONNX with TF32 off. Shapes are static; an optimization profile is added
-only for an input with a dynamic dimension. The timing cache is loaded before and saved after every engine.
+only for an input with a dynamic dimension. A multi-stream export (`export --streams N`) builds with one profile,
+axis 0 of every input min 1 / opt M / max M (`--streams M`, 1 <= M <= N, default N; the sidecar's `streams`). The timing cache is loaded before and saved after every engine.
 Every parser result, setter read-back and build result is checked.
 
 The engine directory receives `<graph>.engine`, `<graph>.engine.json` (runtime/backends/trt.EngineSidecar)
@@ -53,8 +55,13 @@ class BuildOptions:
     progress: bool = True
     log_level: str = "warning"
     device_id: int = 0
+    streams: int | None = None  # multi-stream exports: the largest batch M (1 <= M <= the export's N; default N)
 
     def __post_init__(self) -> None:
+        if self.streams is not None and (not isinstance(self.streams, int) or isinstance(self.streams, bool)
+                                         or self.streams < 1):
+            raise ConfigError(msg("--streams", "must be an integer >= 1", repr(self.streams),
+                                  "1..N, N the export's --streams (default N)"))
         if self.precision not in ("fp16", "fp32"):
             raise ConfigError(msg("--precision", "unknown precision", repr(self.precision), "fp16 or fp32"))
         if self.typing not in ("auto", "weak", "strong"):
@@ -65,6 +72,26 @@ class BuildOptions:
                                   "give the builder room for its tactics, e.g. --workspace-mb 2048"))
         if not 0 <= int(self.opt_level) <= 5:
             raise ConfigError(msg("--opt-level", "out of range", self.opt_level, "0..5 (default 3)"))
+
+
+def engine_streams(spec: ExportSpec, requested: int | None) -> int:
+    """M, the largest batch of streams the engines take: `--streams` (default the export's N), never above N."""
+    n = int(spec.streams)
+    m = n if requested is None else int(requested)
+    if m > n:
+        raise Human3RError(msg("--streams", "more streams than the export batches", m,
+                               f"1..{n} (the export's --streams N)" if n > 1 else "1 (a single-stream export)",
+                               f"re-export with `human3r-edge export --streams {m}` to batch {m} streams"))
+    return m
+
+
+def profile_shapes(t: Any, streams: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(min, opt, max) of input spec `t`: a batched tensor's axis 0 is 1 / M / M, every other dim its spec."""
+    if t.batched:
+        rest = tuple(t.shape[1:])
+        return (1, *rest), (streams, *rest), (streams, *rest)
+    shape = tuple(t.shape)
+    return shape, shape, shape
 
 
 def typing_mode(trt_version: str, requested: str) -> str:
@@ -233,6 +260,7 @@ def build_engine(spec: ExportSpec, g: GraphSpec, onnx_dir: Path, out: Path, opts
     """Build, save and verify the engine of graph `g`; returns its sidecar (also written to disk)."""
     import tensorrt as trt
 
+    streams = engine_streams(spec, opts.streams)
     version = str(trt.__version__)
     src = source_onnx(onnx_dir, g, opts.precision, typing)
     if opts.op_check:
@@ -280,11 +308,19 @@ def build_engine(spec: ExportSpec, g: GraphSpec, onnx_dir: Path, out: Path, opts
     flag_names = sorted(n for n in ("FP16", "BF16", "INT8", "TF32", "OBEY_PRECISION_CONSTRAINTS",
                                     "PREFER_PRECISION_CONSTRAINTS")
                         if hasattr(trt.BuilderFlag, n) and config.get_flag(getattr(trt.BuilderFlag, n)))
-    if dynamic:  # static shapes are the norm; a profile pins any dynamic dim to the spec's shape
+    batched = [t.name for t in g.inputs if t.batched]
+    if set(batched) - set(dynamic):
+        raise Human3RError(msg(str(src), "multi-stream inputs with a fixed axis 0", sorted(set(batched) - set(dynamic)),
+                               "the dynamic stream axis (ONNX dim_param 'streams')", "re-export with --streams N"))
+    if dynamic:  # single-stream: a profile pins any dynamic dim to the spec's shape; multi-stream: axis 0 1..M
         profile = builder.create_optimization_profile()
         for name in dynamic:
-            shape = trt.Dims(list(g.input(name).shape))
-            profile.set_shape(name, shape, shape, shape)
+            lo, mid, hi = (trt.Dims(list(x)) for x in profile_shapes(g.input(name), streams))
+            try:
+                profile.set_shape(name, lo, mid, hi)
+            except RuntimeError as exc:
+                raise Human3RError(msg(f"optimization profile of {name}", "refused", str(exc),
+                                       hint="; ".join(logger.errors()))) from exc
         if config.add_optimization_profile(profile) < 0:
             raise Human3RError(msg("add_optimization_profile", "refused", dynamic, hint="; ".join(logger.errors())))
     _load_timing_cache(config, timing_cache, logger)
@@ -304,7 +340,7 @@ def build_engine(spec: ExportSpec, g: GraphSpec, onnx_dir: Path, out: Path, opts
     if engine is None:
         raise Human3RError(msg(f"engine {engine_path.name}", "just-built engine does not deserialize",
                                "; ".join(logger.errors()[-3:])))
-    verify_engine_io(engine, g, f"engine {engine_path.name}")
+    verify_engine_io(engine, g, f"engine {engine_path.name}", streams=streams)
     mem = getattr(engine, "device_memory_size_v2", None)
     per_context = int(mem if mem is not None else engine.device_memory_size)
     sc = EngineSidecar(
@@ -316,7 +352,7 @@ def build_engine(spec: ExportSpec, g: GraphSpec, onnx_dir: Path, out: Path, opts
         io=dataclasses.asdict(g), fp32_layers=tuple(records), unmatched_fp32_nodes=tuple(unmatched),
         build_seconds=round(time.perf_counter() - t0, 3),
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        versions={"tensorrt": version, "export": spec.versions},
+        versions={"tensorrt": version, "export": spec.versions}, streams=streams,
     )
     sc.save(out)
     return sc
@@ -330,6 +366,7 @@ def build_engines(onnx_dir: str | Path, out: str | Path, opts: BuildOptions = Bu
     spec = ExportSpec.load(onnx_dir)
     names = list(opts.graphs) or [g.name for g in spec.graphs]
     graphs = [spec.graph(n) for n in names]
+    engine_streams(spec, opts.streams)  # a bad --streams fails before TensorRT is even needed
     version = require_tensorrt()
     typing = typing_mode(version, opts.typing)
     for g in graphs:  # fail on a missing file before spending minutes on the first engine
@@ -369,13 +406,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-op-check", action="store_true", help="skip the TensorRT 10.3 op-support check")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--log-level", default="warning", choices=("error", "warning", "info", "verbose"))
+    p.add_argument("--streams", type=int, default=None, metavar="M",
+                   help="multi-stream exports: the largest batch of streams the engines take (optimization profile "
+                        "1..M on axis 0; 1 <= M <= the export's N; default N)")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         opts = BuildOptions(precision=args.precision, workspace_mb=args.workspace_mb, timing_cache=args.timing_cache,
                             opt_level=args.opt_level, typing=args.typing, graphs=tuple(args.graphs),
-                            op_check=not args.no_op_check, progress=not args.no_progress, log_level=args.log_level)
+                            op_check=not args.no_op_check, progress=not args.no_progress, log_level=args.log_level,
+                            streams=getattr(args, "streams", None))
         t0 = time.perf_counter()
         scs = build_engines(args.onnx_dir, args.out, opts)
     except BackendUnavailable as exc:

@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gst-env": ("human3r_edge.runtime.commands.gst_env", "the exports that let GStreamer load the human3r element"),
     "convert": ("human3r_edge.runtime.commands.convert", "export a run folder to glTF (glb), COLMAP text or BVH"),
     "view": ("human3r_edge.runtime.commands.view", "replay a run folder in a web viewer (viser)"),
+    "triton-repo": ("human3r_edge.runtime.commands.triton_repo", "write a Triton model repository"),
+    "triton-server": ("human3r_edge.runtime.commands.triton_server", "serve a Triton model repository"),
 }
 
 

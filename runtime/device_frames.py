@@ -95,9 +95,47 @@ class GpuFramePreparer:
         except Human3RError:
             return False
 
-    def prepare(self, frame: Any, channel_order: str, stream: Any = None) -> tuple[np.ndarray, tuple[int, int]] | None:
-        """Preprocess `frame` into the encoder's input buffers. Returns (the CUT3R image (3, H, W) float32, a new
-        host array owned by the caller, and the source (h0, w0)), or None if the frame must take the CPU path.
+    def row_bytes(self, name: str) -> int:
+        """Bytes of one batch row of input `name` ('img' (3, H, W) or 'img_mhmr' (3, R, R) float32)."""
+        return 4 * 3 * (self.height * self.width if name == IMG_INPUT else self.pre.mhmr_res ** 2)
+
+    def row_pointer(self, name: str, row: int) -> int:
+        """Device address of batch row `row` of input `name`: multi-stream backends bind the first B rows of
+        their N-row input buffers (trt `_dev[name]`, ort OrtValue), row b at b * row_bytes."""
+        return int(self.backend.device_buffer(name)) + int(row) * self.row_bytes(name)
+
+    def upload_row(self, row: int, img: np.ndarray, img_mhmr: np.ndarray) -> None:
+        """Host-prepared images (3, H, W) and (3, R, R) float32 into batch row `row` of the input buffers (a
+        stream that took the CPU path in a batch whose other rows were written by the kernels)."""
+        be = self.backend
+        be.stream.synchronize()  # earlier kernels on the backend's stream are done before the synchronous copy
+        for name, a in ((IMG_INPUT, img), (MHMR_INPUT, img_mhmr)):
+            a = np.ascontiguousarray(a, np.float32)
+            if a.nbytes != self.row_bytes(name):
+                raise Human3RError(msg(f"batch row {row} of {name}", "wrong size", a.shape,
+                                       f"{self.row_bytes(name) // 4} float32"))
+            self.driver.memcpy_htod(self.row_pointer(name, row), a)
+
+    def move_rows(self, rows: list[int]) -> None:
+        """Batch rows `rows` (ascending) of both input buffers moved to rows 0, 1, ... (device to device, on the
+        backend's stream): the images of a subset of a batch, e.g. the streams whose duplicate view follows a
+        reset. Row rows[i] >= i and the targets ascend, so no source is overwritten before it is read."""
+        be = self.backend
+        if list(rows) != sorted(set(rows)):
+            raise Human3RError(msg("move_rows", "rows must ascend without repeats", rows))
+        for i, r in enumerate(rows):
+            if i == r:
+                continue
+            for name in (IMG_INPUT, MHMR_INPUT):
+                self.driver.memcpy_dtod_async(self.row_pointer(name, i), self.row_pointer(name, r),
+                                              self.row_bytes(name), be.stream)
+        be.stream.synchronize()
+
+    def prepare(self, frame: Any, channel_order: str, stream: Any = None, row: int = 0
+                ) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """Preprocess `frame` into the encoder's input buffers (batch row `row` of a multi-stream backend's).
+        Returns (the CUT3R image (3, H, W) float32, a new host array owned by the caller, and the source (h0,
+        w0)), or None if the frame must take the CPU path.
 
         stream: the caller's CUDA stream that produced a device frame (int handle, pycuda / torch / CuPy stream).
         The frame is read only after that stream's work is done; without it, the interface's "stream" entry
@@ -123,8 +161,9 @@ class GpuFramePreparer:
                 return None
             args = self.pre.upload(a, order)
         be = self.backend
-        img_ptr = be.device_buffer(IMG_INPUT)
-        self.pre.launch(*args, img_out=img_ptr, mhmr_out=be.device_buffer(MHMR_INPUT), stream=be.stream)
+        img_ptr = self.row_pointer(IMG_INPUT, row) if row else be.device_buffer(IMG_INPUT)
+        mhmr_ptr = self.row_pointer(MHMR_INPUT, row) if row else be.device_buffer(MHMR_INPUT)
+        self.pre.launch(*args, img_out=img_ptr, mhmr_out=mhmr_ptr, stream=be.stream)
         self.driver.memcpy_dtoh_async(self._img_host, img_ptr, be.stream)
         be.stream.synchronize()
         return self._img_host.copy(), (h0, w0)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,7 @@ class Session:
     def __init__(self, backend: Backend, smplx: Any = None, options: SessionOptions = SessionOptions()) -> None:
         self.backend = backend
         self.options = options
-        self.smplx = _load_smplx(smplx) if isinstance(smplx, (str, Path)) else smplx
+        self.smplx = load_smplx(smplx)
         self.width, self.height = (int(v) for v in backend.spec.resolution)
         self.size = max(self.width, self.height)
         self.square: int | None = None  # R, set when the session starts
@@ -205,10 +205,7 @@ class Session:
             self.backend.activate()
             self._owns_activation = True
         if self.pipeline is None:
-            opts = self.options.pipeline
-            if self.options.human_mask and not opts.human_mask:
-                opts = dataclasses.replace(opts, human_mask=True)  # the result's mask comes from the encoder
-            self.pipeline = FramePipeline(self.backend, opts)
+            self.pipeline = FramePipeline(self.backend, pipeline_options(self.options))
             self.square = self.pipeline.square
         if self.gpu_preprocessor is None and self.options.preprocessing != "cpu":
             self._start_gpu_preprocessing()
@@ -269,10 +266,8 @@ class Session:
         a = normalize_frame(frame, stream=stream)
         hw = (int(a.shape[0]), int(a.shape[1]))
         self._note_size(hw)
-        img = self._to_model_image(a, order)
         square = self.square or self._require().square
-        img_mhmr, _ = pp.pad_image(img, square)
-        return PreparedFrame(img, img_mhmr, hw, (time.perf_counter() - tic) * 1e3)
+        return prepare_host(a, order, self.width, self.height, square, self.options.fit, tic)
 
     def _note_size(self, hw: tuple[int, int]) -> None:
         if self._last_hw is not None and hw != self._last_hw and not self._warned_size:
@@ -280,22 +275,6 @@ class Session:
                               f"{hw[1]}x{hw[0]}", hint="each frame is preprocessed on its own"), stacklevel=3)
             self._warned_size = True
         self._last_hw = hw
-
-    def _to_model_image(self, a: np.ndarray, order: str) -> np.ndarray:
-        h0, w0 = a.shape[:2]
-        try:
-            shape = pp.output_shape(w0, h0, self.size)
-        except Human3RError:
-            shape = None
-        if shape == (self.height, self.width):
-            return pp.preprocess_rgb(a, self.size, channel_order=order)
-        if self.options.fit == "crop":
-            return cover_crop(a, self.width, self.height, order)
-        got = "an unusable size" if shape is None else f"{shape[1]}x{shape[0]}"
-        raise Human3RError(msg("frame", "does not preprocess to the export resolution",
-                               f"{w0}x{h0} -> {got}", f"{self.width}x{self.height} (WxH)",
-                               "export at this resolution (human3r-edge export --resolution WxH), or use "
-                               "SessionOptions(fit='crop') / --fit crop to crop frames to the export"))
 
     def step(self, frame: Any, timestamp: float | None = None, *, stream: Any = None) -> FrameResult:
         """Process one frame (see the module docstring for accepted inputs) -> its FrameResult.
@@ -359,44 +338,136 @@ class Session:
 
     # ---------------------------------------------------------------------------------------------- results
     def _result(self, out: StepOutput, prepared: PreparedFrame, timestamp: float | None) -> FrameResult:
-        o = self.options
-        tic = time.perf_counter()
-        people = self._people(out)
-        out.timings["skinning"] = (time.perf_counter() - tic) * 1e3
-        dense: dict[str, Any] = {}
-        if o.dense:
-            dense = dict(depth=np.ascontiguousarray(out.pts3d_self[..., 2]), points_cam=out.pts3d_self,
-                         points_world=transform_points(out.c2w, out.pts3d_self), confidence=out.conf_self)
-        mask = None
-        if out.human_mask is not None:
-            mask = np.ascontiguousarray(pp.unpad_image(out.human_mask, self.height, self.width))
-        return FrameResult(index=out.index, timestamp=timestamp, image=to_image_u8(prepared.img), c2w=out.c2w,
-                           intrinsics=out.K, focal=out.focal, segment=out.segment, people=people,
-                           human_mask=mask, timings=out.timings, **dense)
+        return build_result(out, prepared, timestamp, self.options, self.smplx, self.width, self.height)
 
-    def _people(self, out: StepOutput) -> tuple[Person, ...]:
-        det, s = out.detections, out.smpl
-        n = det.count
-        if n == 0:
-            return ()
+
+# ------------------------------------------------------------------------------------------------ shared pieces
+# (Session and runtime.multistream.MultiSession build on these)
+def model_image(a: np.ndarray, order: str, width: int, height: int, fit: str) -> np.ndarray:
+    """A normalised (H0, W0, 3) uint8 frame -> the (3, height, width) float32 model image, as the reference
+    preprocesses it ('exact'), or covered and centre-cropped (fit='crop'); another size is a clear error."""
+    size = max(width, height)
+    h0, w0 = a.shape[:2]
+    try:
+        shape = pp.output_shape(w0, h0, size)
+    except Human3RError:
+        shape = None
+    if shape == (height, width):
+        return pp.preprocess_rgb(a, size, channel_order=order)
+    if fit == "crop":
+        return cover_crop(a, width, height, order)
+    got = "an unusable size" if shape is None else f"{shape[1]}x{shape[0]}"
+    raise Human3RError(msg("frame", "does not preprocess to the export resolution",
+                           f"{w0}x{h0} -> {got}", f"{width}x{height} (WxH)",
+                           "export at this resolution (human3r-edge export --resolution WxH), or use "
+                           "SessionOptions(fit='crop') / --fit crop to crop frames to the export"))
+
+
+def prepare_host(a: np.ndarray, order: str, width: int, height: int, square: int, fit: str,
+                 tic: float | None = None) -> PreparedFrame:
+    """Host preprocessing of a normalised frame (`frames.normalize_frame`) -> PreparedFrame (thread-safe)."""
+    tic = time.perf_counter() if tic is None else tic
+    img = model_image(a, order, width, height, fit)
+    img_mhmr, _ = pp.pad_image(img, square)
+    return PreparedFrame(img, img_mhmr, (int(a.shape[0]), int(a.shape[1])), (time.perf_counter() - tic) * 1e3)
+
+
+_NOT_SKINNED: Any = object()  # people_of / build_result: skin here (the per-stream path)
+
+
+def build_result(out: StepOutput, prepared: PreparedFrame, timestamp: float | None, options: SessionOptions,
+                 smplx: Any, width: int, height: int, *, skin: Any = _NOT_SKINNED, skin_ms: float = 0.0
+                 ) -> FrameResult:
+    """The FrameResult of one pipeline step (people skinned with `smplx` when given and options.skin).
+    skin: this step's SkinResult (or None) already computed by `skin_batch` (its share of time: skin_ms)."""
+    o = options
+    tic = time.perf_counter()
+    people = people_of(out, options, smplx, skin)
+    out.timings["skinning"] = (time.perf_counter() - tic) * 1e3 + skin_ms
+    dense: dict[str, Any] = {}
+    if o.dense:
+        dense = dict(depth=np.ascontiguousarray(out.pts3d_self[..., 2]), points_cam=out.pts3d_self,
+                     points_world=transform_points(out.c2w, out.pts3d_self), confidence=out.conf_self)
+    mask = None
+    if out.human_mask is not None:
+        mask = np.ascontiguousarray(pp.unpad_image(out.human_mask, height, width))
+    return FrameResult(index=out.index, timestamp=timestamp, image=to_image_u8(prepared.img), c2w=out.c2w,
+                       intrinsics=out.K, focal=out.focal, segment=out.segment, people=people,
+                       human_mask=mask, timings=out.timings, **dense)
+
+
+def people_of(out: StepOutput, options: SessionOptions, smplx: Any, skin: Any = _NOT_SKINNED
+              ) -> tuple[Person, ...]:
+    """The Person records of one pipeline step (skin: its SkinResult from `skin_batch`, else skinned here)."""
+    det, s = out.detections, out.smpl
+    n = det.count
+    if n == 0:
+        return ()
+    if skin is _NOT_SKINNED:
         skin = None
-        if self.options.skin and self.smplx is not None:
-            skin = self.smplx.skin(s["smpl_rotmat"], s["smpl_shape"], s["smpl_expression"], s["smpl_transl"],
-                                   out.c2w)
-        pelvis_rest = _rest_pelvis(getattr(self.smplx, "model", self.smplx), s["smpl_shape"], s["smpl_expression"])
-        people = []
-        for i in range(n):
-            extra: dict[str, Any] = {}
-            if skin is not None:
-                extra = dict(vertices_cam=np.array(skin.v_cam[i]), joints_cam=np.array(skin.j_cam[i]),
-                             vertices_world=np.array(skin.v_world[i]), joints_world=np.array(skin.j_world[i]))
-                if pelvis_rest is not None:
-                    extra["smplx_transl"] = (np.asarray(skin.j_cam[i, 0], np.float32) - pelvis_rest[i])
-            people.append(Person(track_id=int(out.track_ids[i]), score=float(det.scores[i]),
-                                 head_uv=det.loc_image[i].copy(), rotmat=s["smpl_rotmat"][i].copy(),
-                                 betas=s["smpl_shape"][i].copy(), expression=s["smpl_expression"][i].copy(),
-                                 transl=s["smpl_transl"][i].copy(), **extra))
-        return tuple(people)
+        if options.skin and smplx is not None:
+            skin = smplx.skin(s["smpl_rotmat"], s["smpl_shape"], s["smpl_expression"], s["smpl_transl"], out.c2w)
+    pelvis_rest = _rest_pelvis(getattr(smplx, "model", smplx), s["smpl_shape"], s["smpl_expression"])
+    people = []
+    for i in range(n):
+        extra: dict[str, Any] = {}
+        if skin is not None:
+            extra = dict(vertices_cam=np.array(skin.v_cam[i]), joints_cam=np.array(skin.j_cam[i]),
+                         vertices_world=np.array(skin.v_world[i]), joints_world=np.array(skin.j_world[i]))
+            if pelvis_rest is not None:
+                extra["smplx_transl"] = (np.asarray(skin.j_cam[i, 0], np.float32) - pelvis_rest[i])
+        people.append(Person(track_id=int(out.track_ids[i]), score=float(det.scores[i]),
+                             head_uv=det.loc_image[i].copy(), rotmat=s["smpl_rotmat"][i].copy(),
+                             betas=s["smpl_shape"][i].copy(), expression=s["smpl_expression"][i].copy(),
+                             transl=s["smpl_transl"][i].copy(), **extra))
+    return tuple(people)
+
+
+def skin_batch(smplx: Any, outs: Sequence[StepOutput], options: Sequence[SessionOptions]) -> list[Any]:
+    """The SkinResult (or None: no skinning, no people) of every step of a multi-stream batch, with ONE skinning
+    call for the people of all of them (split only where a GPU skinner's `max_people` buffers are smaller).
+
+    Each stream has its own c2w, so the people are skinned in the camera frame and each step's world vertices
+    and joints are its c2w applied on the host: equal to per-stream `smplx.skin(..., c2w)` within float rounding
+    (the CPU model applies c2w the same way to the joints). A batch with one step to skin is that call exactly."""
+    todo = [i for i, (out, o) in enumerate(zip(outs, options))
+            if o.skin and smplx is not None and out.detections.count > 0]
+    result: list[Any] = [None] * len(outs)
+    if len(todo) == 1:
+        s, c2w = outs[todo[0]].smpl, outs[todo[0]].c2w
+        result[todo[0]] = smplx.skin(s["smpl_rotmat"], s["smpl_shape"], s["smpl_expression"], s["smpl_transl"], c2w)
+    if len(todo) <= 1:
+        return result
+    from human3r_edge.runtime.smplx.skinning import SkinResult, apply_c2w
+
+    params = [np.concatenate([outs[i].smpl[k] for i in todo]) for k in
+              ("smpl_rotmat", "smpl_shape", "smpl_expression", "smpl_transl")]
+    total = int(params[0].shape[0])
+    chunk = int(getattr(smplx, "max_people", 0) or total)
+    parts = [smplx.skin(*(p[lo:lo + chunk] for p in params), None) for lo in range(0, total, chunk)]
+    v_cam = parts[0].v_cam if len(parts) == 1 else np.concatenate([r.v_cam for r in parts])
+    j_cam = parts[0].j_cam if len(parts) == 1 else np.concatenate([r.j_cam for r in parts])
+    lo = 0
+    for i in todo:
+        n, c2w = outs[i].detections.count, outs[i].c2w
+        v, j = v_cam[lo:lo + n].copy(), j_cam[lo:lo + n].copy()
+        lo += n
+        result[i] = SkinResult(v_cam=v, j_cam=j, transl_pelvis=j[:, 0].copy(), v_world=apply_c2w(c2w, v),
+                               j_world=apply_c2w(c2w, j))
+    return result
+
+
+def pipeline_options(options: SessionOptions) -> PipelineOptions:
+    """The pipeline settings a session with `options` runs (the human mask comes from the encoder)."""
+    opts = options.pipeline
+    if options.human_mask and not opts.human_mask:
+        opts = dataclasses.replace(opts, human_mask=True)
+    return opts
+
+
+def load_smplx(smplx: Any) -> Any:
+    """A skinner object as given, or the model loaded from a path."""
+    return _load_smplx(smplx) if isinstance(smplx, (str, Path)) else smplx
 
 
 def streaming_backend_options(backend: str, options: dict[str, Any] | None = None) -> dict[str, Any]:

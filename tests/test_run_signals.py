@@ -91,14 +91,16 @@ def check_outputs(out: Path, stopped_clean: bool, scene_lag: int = SCENE_LAG) ->
         assert [c["index"] for c in cams] == list(range(len(cams))) and len(cams) <= n
         if stopped_clean:
             assert len(cams) == n
-    for f in (out / "depth").glob("*"):
+    # the documented contract: every file WITHOUT a leading dot parses (a kill may leave an atomic write's
+    # `.NAME.XXXX.tmp`; docs/outputs.md "After a kill"); pathlib's glob("*") matches dot files, "[!.]*" does not
+    for f in (out / "depth").glob("[!.]*"):
         assert f.suffix == ".npy" and int(f.stem) < n, f"depth {f.name} beyond the trajectory ({n})"
         assert np.load(f).shape == (48, 64)
-    for f in (out / "meshes").glob("*"):
+    for f in (out / "meshes").glob("[!.]*"):
         assert int(f.name[:6]) < n, f"mesh {f.name} beyond the trajectory ({n})"
         counts, _ = _ply(f)
         assert counts["vertex"] > 0 and counts["face"] > 0
-    for f in (out / "people").glob("*"):
+    for f in (out / "people").glob("[!.]*"):
         with np.load(f) as z:
             arrays = {k: z[k] for k in z.files}
         assert arrays["frame_index"].max() < n and arrays["body_pose"].shape[0] == arrays["frame_index"].shape[0]

@@ -257,7 +257,7 @@ class LocalMemory(nn.Module):
     def inquire(self, query: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
         """query (B, 1, k_dim), mem (B, M, 2*v_dim) -> retrieved pose token (B, 1, v_dim)."""
         x = self.proj_q(query)  # (B, 1, v_dim)
-        x = torch.cat([x, self.masked_token.expand(x.shape[0], -1, -1)], dim=-1)  # (B, 1, 2*v_dim)
+        x = torch.cat([x, self.masked_token.expand_as(x)], dim=-1)  # (B, 1, 2*v_dim); expand_as: see dinov2
         for blk in self.read_blocks:
             x, _ = blk(x, mem)
         return x[..., -self.v_dim:]

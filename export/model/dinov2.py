@@ -101,7 +101,9 @@ class DinoVisionTransformer(nn.Module):
         """x (B, 3, H, W) ImageNet-normalised -> final-norm patch tokens (B, H/14 * W/14, dim), cls dropped."""
         gh, gw = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         tok = self.patch_embed(x)  # (B, gh*gw, dim)
-        tok = torch.cat([self.cls_token.expand(tok.shape[0], -1, -1), tok], dim=1)  # (B, 1 + gh*gw, dim)
+        # expand_as (Expand to a Shape), not expand(B, -1, -1): with a dynamic batch the exporter writes the sizes
+        # of a traced expand as INT64 Equal/Where data, which the TensorRT check rejects
+        tok = torch.cat([self.cls_token.expand_as(tok[:, :1]), tok], dim=1)  # (B, 1 + gh*gw, dim)
         pos = self.fixed_pos_embed
         if pos is None or pos.shape[1] != tok.shape[1]:
             pos = self.interpolated_pos_embed(gh, gw)

@@ -19,6 +19,11 @@ BACKENDS: dict[str, str] = {
 
 
 def backend_class(name: str) -> type:
+    if name == "triton":
+        raise Human3RError(msg("backend", "'triton' is a remote session, not a graph backend", repr(name),
+                               "one of " + ", ".join(BACKENDS) + " here",
+                               "open_session('triton', url='HOST:PORT') from human3r_edge.runtime.triton.client "
+                               "gives a Session-like RemoteSession (docs/serving.md)"))
     if name not in BACKENDS:
         raise Human3RError(msg("backend", "unknown backend", repr(name), "one of " + ", ".join(BACKENDS)))
     module, cls = BACKENDS[name].split(":")

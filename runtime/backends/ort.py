@@ -29,6 +29,8 @@ from human3r_edge.runtime.backends.base import Backend, OnDevice, PingPong
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 _EXEC_ORDERS = ("default", "priority")
+_NP_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
+              "tensor(int64)": np.int64, "tensor(bool)": np.bool_, "tensor(uint8)": np.uint8}
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int32)": "int32",
               "tensor(int64)": "int64", "tensor(bool)": "bool", "tensor(uint8)": "uint8"}
 
@@ -187,6 +189,10 @@ def verify_session_io(sess: Any, g: GraphSpec, path: Path) -> None:
                 continue
             dtype = _ORT_TYPES.get(a.type, a.type)
             shape = tuple(a.shape)
+            if t.batched and shape and not isinstance(shape[0], int):
+                shape = (t.shape[0],) + shape[1:]  # the dynamic stream axis (dim_param "streams"): 1..N
+            elif t.batched and shape:
+                shape = ("fixed " + str(shape[0]),) + shape[1:]  # a fixed axis 0 cannot run batches of B < N
             if dtype != t.dtype or shape != tuple(t.shape):
                 problems.append(f"{kind} {t.name} is {dtype}{list(shape)}, spec {t.dtype}{list(t.shape)}")
         problems += [f"unexpected {kind} {n}" for n in sorted(have)]
@@ -252,6 +258,7 @@ class OrtCpuBackend(Backend):
         self._sessions: dict[str, Any] = {}
         self._state: dict[str, np.ndarray] = {}
         self._linked: dict[str, np.ndarray] = {}
+        self._initial: dict[str, np.ndarray] = {}
         consumers = {n for g in spec.graphs for n in spec.linked_inputs(g.name)}
         self._keep = {t.name for g in spec.graphs for t in g.outputs if t.name in consumers}
 
@@ -270,14 +277,32 @@ class OrtCpuBackend(Backend):
         self._linked.clear()
 
     def reset_state(self) -> None:
-        self._state = {p.input: value.copy() for p, _t, value in self._checked_initial_state()}
+        n = self.streams
+        self._initial = {p.input: value for p, _t, value in self._checked_initial_state()}
+        # multi-stream: N rows, one per stream slot, each the one-row initial state
+        self._state = {k: np.repeat(v, n, axis=0) if n > 1 else v.copy() for k, v in self._initial.items()}
+
+    def _reset_rows(self, slots: tuple[int, ...]) -> None:
+        idx = np.asarray(slots, np.intp)
+        for name, value in self._initial.items():
+            self._state[name][idx] = value  # the one initial row, broadcast into those rows only
 
     def read_state(self, name: str) -> np.ndarray:
         if name not in self._state:
             raise Human3RError(msg("read_state", "no such state input", name, sorted(self._state)))
         return self._state[name].copy()
 
+    def _run_streams(self, graph: str, feeds: Mapping[str, Any], fetch: list[str], slots: tuple[int, ...]
+                     ) -> dict[str, np.ndarray]:
+        return self._run_rows(graph, feeds, fetch, np.asarray(slots, np.intp))
+
     def _run_impl(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str]) -> dict[str, np.ndarray]:
+        return self._run_rows(graph, feeds, fetch, None)
+
+    def _run_rows(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str], rows: np.ndarray | None
+                  ) -> dict[str, np.ndarray]:
+        """One run; `rows`: the state rows of a multi-stream batch (gathered before, scattered back after the
+        run, no other row touched), None for a single-stream export (the state arrays are replaced)."""
         g = self.spec.graph(graph)
         inputs = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
         for name in self.spec.linked_inputs(graph):
@@ -287,14 +312,16 @@ class OrtCpuBackend(Backend):
                                        f"graph {producer} run first in this frame"))
             inputs[name] = self._linked[name]
         for p in g.state:
-            inputs[p.input] = self._state[p.input]
+            inputs[p.input] = self._state[p.input] if rows is None else self._state[p.input][rows]  # a copy
         state_out = {p.output: p.input for p in g.state}
         wanted = sorted(set(fetch) | (self._keep & {t.name for t in g.outputs}) | set(state_out))
         values = dict(zip(wanted, self._sessions[graph].run(wanted, inputs)))
         for name, arr in values.items():
             if name in self._keep:
                 self._linked[name] = arr
-            if name in state_out:
+            if name in state_out and rows is not None:
+                self._state[state_out[name]][rows] = arr  # those rows only
+            elif name in state_out:
                 old = self._state[state_out[name]]
                 self._state[state_out[name]] = arr.copy() if np.shares_memory(arr, old) else arr
         held = self._keep | set(state_out)
@@ -324,9 +351,19 @@ class OrtBoundBackend(Backend):
         self._cuda: Any = None  # pycuda.driver, once device feeds are used
         self._cuda_ctx: Any = None  # the retained primary context (pushed on the thread that asked)
         self._cuda_stream: Any = None
+        # multi-stream exports: per state input, the (in, out) batch buffers (N rows each), and the row-copy
+        # sessions (Gather / ScatterND per dtype and rank) that move state rows on the device
+        self._batch: dict[str, tuple[Any, Any]] = {}
+        self._row_sessions: dict[tuple[str, str, int], Any] = {}
 
     def providers(self) -> list:
         raise NotImplementedError
+
+    def row_providers(self) -> list:
+        """Providers of the small row-copy sessions of multi-stream exports (Gather / ScatterND on the device):
+        the backend's own, without TensorRT (one-node graphs gain nothing from an engine)."""
+        return [p for p in self.providers()
+                if (p[0] if isinstance(p, tuple) else p) != "TensorrtExecutionProvider"]
 
     # ------------------------------------------------------------------ device feeds (GPU preprocessing)
     @property
@@ -420,11 +457,17 @@ class OrtBoundBackend(Backend):
                 self._values[t.name] = ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id)
                 io.bind_ortvalue_input(t.name, self._values[t.name])
             self._bindings[g.name] = io
+        n = self.streams
         for p, t, value in self._checked_initial_state():
+            # multi-stream: every buffer holds N rows (one per stream slot); `initial` is the row tiled N times
             self._state[p.input] = PingPong(
-                ort.OrtValue.ortvalue_from_numpy(value, dev, dev_id),
+                ort.OrtValue.ortvalue_from_numpy(np.repeat(value, n, axis=0) if n > 1 else value, dev, dev_id),
                 ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id),
                 ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id))
+            if n > 1:  # a batch's rows: gathered into `in`, written by the run into `out`, scattered back
+                self._batch[p.input] = (
+                    ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id),
+                    ort.OrtValue.ortvalue_from_shape_and_type(list(t.shape), t.np_dtype, dev, dev_id))
         # linked inputs are bound once to the producer's output OrtValue: the tensor never leaves the device
         for g in self.spec.graphs:
             for name in self.spec.linked_inputs(g.name):
@@ -440,6 +483,8 @@ class OrtBoundBackend(Backend):
         self._sessions.clear()
         self._values.clear()
         self._state.clear()
+        self._batch.clear()
+        self._row_sessions.clear()
 
     # ------------------------------------------------------------------ state
     def reset_state(self) -> None:
@@ -474,8 +519,101 @@ class OrtBoundBackend(Backend):
             result[name] = np.array(ov.numpy(), copy=True)
         return result
 
+    # ------------------------------------------------------------------ multi-stream exports
+    def _row_session(self, op: str, dtype: np.dtype, rank: int) -> Any:
+        """A one-node session: op "Gather" (data, idx) -> data[idx] or "ScatterND" (data, idx (B, 1), updates)
+        -> data with rows idx replaced; every dim symbolic, so one session serves every batch size."""
+        key = (op, np.dtype(dtype).name, rank)
+        sess = self._row_sessions.get(key)
+        if sess is None:
+            from onnx import TensorProto, helper
+
+            et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+            dims = [f"d{i}" for i in range(rank)]
+            data = helper.make_tensor_value_info("data", et, dims)
+            out = helper.make_tensor_value_info("out", et, dims if op == "ScatterND" else ["b"] + dims[1:])
+            if op == "Gather":
+                ins = [data, helper.make_tensor_value_info("idx", TensorProto.INT64, ["b"])]
+                node = helper.make_node("Gather", ["data", "idx"], ["out"], axis=0)
+            else:
+                ins = [data, helper.make_tensor_value_info("idx", TensorProto.INT64, ["b", 1]),
+                       helper.make_tensor_value_info("updates", et, ["b"] + dims[1:])]
+                node = helper.make_node("ScatterND", ["data", "idx", "updates"], ["out"])
+            g = helper.make_graph([node], f"rows_{op}", ins, [out])
+            model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+            ort = self._ort
+            so = session_options(ort, dataclasses.replace(self.opts, graph_opt_level="disable"),
+                                 self.opts.strict_device)
+            sess = self._row_sessions[key] = ort.InferenceSession(model.SerializeToString(), sess_options=so,
+                                                                  providers=self.row_providers())
+        return sess
+
+    def _bind(self, io: Any, name: str, value: Any, rows: int, output: bool = False) -> None:
+        """Bind the first `rows` rows of the N-row device OrtValue `value` (a pointer binding: no copy)."""
+        shape = [rows] + list(value.shape())[1:]
+        dtype = _NP_OF_ORT[value.data_type()]
+        bind = io.bind_output if output else io.bind_input
+        bind(name, self.device_type, self.opts.device_id, dtype, shape, value.data_ptr())
+
+    def _rows_op(self, op: str, data: Any, idx: np.ndarray, out: Any, updates: Any = None) -> None:
+        sess = self._row_session(op, np.dtype(_NP_OF_ORT[data.data_type()]), len(data.shape()))
+        io = sess.io_binding()
+        b = len(idx)
+        self._bind(io, "data", data, data.shape()[0])
+        io.bind_cpu_input("idx", idx.reshape(b, 1) if op == "ScatterND" else idx)
+        if updates is not None:
+            self._bind(io, "updates", updates, b)
+        self._bind(io, "out", out, b if op == "Gather" else out.shape()[0], output=True)
+        sess.run_with_iobinding(io, self._run_options)
+
+    def _reset_rows(self, slots: tuple[int, ...]) -> None:
+        idx = np.asarray(slots, np.int64)
+        for pp in self._state.values():
+            out = pp.next_output()  # the whole N rows move to the other buffer: never in place
+            self._rows_op("ScatterND", pp.current, idx, out, updates=pp.initial)  # every row of initial is it
+            pp.advance()
+
+    def _run_streams(self, graph: str, feeds: Mapping[str, Any], fetch: list[str], slots: tuple[int, ...]
+                     ) -> dict[str, np.ndarray]:
+        """One batch: state rows of `slots` gathered into the `in` batch buffers, the run writes the `out`
+        ones, ScatterND writes them back into the other N-row buffer (ping-pong; rows of absent slots are copied
+        unchanged). Host feeds are bound as CPU inputs (ONNX Runtime copies their B rows), ON_DEVICE feeds,
+        outputs and linked inputs as the first B rows of their N-row device buffers."""
+        g = self.spec.graph(graph)
+        io = self._bindings[graph]
+        b, idx = len(slots), np.asarray(slots, np.int64)
+        for name, value in feeds.items():
+            if isinstance(value, OnDevice):
+                self._bind(io, name, self._values[name], b)
+            else:
+                io.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in self.spec.linked_inputs(graph):
+            self._bind(io, name, self._values[name], b)
+        states = {p.output: p.input for p in g.state}
+        for t in g.outputs:
+            if t.name not in states:
+                self._bind(io, t.name, self._values[t.name], b, output=True)
+        for p in g.state:
+            pp, (buf_in, buf_out) = self._state[p.input], self._batch[p.input]
+            self._rows_op("Gather", pp.current, idx, buf_in)
+            self._bind(io, p.input, buf_in, b)
+            self._bind(io, p.output, buf_out, b, output=True)
+        self._sessions[graph].run_with_iobinding(io, self._run_options)
+        for p in g.state:
+            pp, (_buf_in, buf_out) = self._state[p.input], self._batch[p.input]
+            out = pp.next_output()
+            self._rows_op("ScatterND", pp.current, idx, out, updates=buf_out)
+            pp.advance()
+        result = {}
+        for name in fetch:
+            ov = self._batch[states[name]][1] if name in states else self._values[name]
+            result[name] = np.array(ov.numpy()[:b], copy=True)
+        return result
+
     def device_value(self, name: str) -> Any:
-        """The device OrtValue currently holding tensor `name` (valid until the next run or deactivation)."""
+        """The device OrtValue currently holding tensor `name` (valid until the next run or deactivation).
+        Multi-stream exports: N rows; after a batch of B streams its first B rows are that batch's (state: the
+        N slot rows)."""
         if name in self._state:
             return self._state[name].current
         if name not in self._values:
@@ -503,6 +641,27 @@ class OrtCudaBackend(OrtBoundBackend):
         return [("CUDAExecutionProvider", _cuda_options(self.opts))]
 
 
+def trt_profile_options(spec: ExportSpec) -> dict[str, str]:
+    """TensorRT EP explicit profile shapes of a multi-stream export: axis 0 of every input 1 (min) .. N (opt and
+    max), the other dims fixed; {} for a single-stream export (static shapes need none). The option strings name
+    the inputs of every graph ("name:AxBxC,..."); the EP looks up each input of the network it builds, so the one
+    provider list serves all graphs (and `check`, which gets it from providers())."""
+    if spec.streams <= 1:
+        return {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for g in spec.graphs:
+        for t in g.inputs:
+            if shapes.setdefault(t.name, tuple(t.shape)) != tuple(t.shape):
+                raise Human3RError(msg(f"input {t.name}", "two graphs give it different shapes",
+                                       [shapes[t.name], t.shape], "one shape per tensor name", "re-export"))
+    n = spec.streams
+
+    def fmt(rows: int) -> str:
+        return ",".join(f"{name}:{'x'.join(str(d) for d in (rows, *shape[1:]))}" for name, shape in shapes.items())
+
+    return {"trt_profile_min_shapes": fmt(1), "trt_profile_opt_shapes": fmt(n), "trt_profile_max_shapes": fmt(n)}
+
+
 class OrtTrtBackend(OrtBoundBackend):
     """ONNX Runtime TensorRT EP (CUDA EP for what TensorRT does not take) with IOBinding."""
 
@@ -526,6 +685,7 @@ class OrtTrtBackend(OrtBoundBackend):
             "trt_timing_cache_path": str(timing),
             "trt_max_workspace_size": str(int(o.trt_workspace_mb) << 20),
             "trt_builder_optimization_level": str(int(o.trt_opt_level)),
+            **trt_profile_options(self.spec),
         }
 
     def providers(self) -> list:

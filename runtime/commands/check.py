@@ -157,8 +157,8 @@ class RecordingBackend(Backend):
     def read_state(self, name: str) -> np.ndarray:
         return self.inner.read_state(name)
 
-    def run(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: Sequence[str] | None = None
-            ) -> dict[str, np.ndarray]:
+    def run(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: Sequence[str] | None = None,
+            slots: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         g = self.spec.graph(graph)
         recording = len(self.records[graph]) < self.max_frames
         record: dict[str, np.ndarray] = {}
@@ -170,7 +170,7 @@ class RecordingBackend(Backend):
                     record[name] = self._linked[name]
         names = [t.name for t in g.outputs] if fetch is None else list(fetch)
         extra = [t.name for t in g.outputs if t.name in self._needed and t.name not in names]
-        out = self.inner.run(graph, feeds, names + extra)
+        out = self.inner.run(graph, feeds, names + extra, **({} if slots is None else {"slots": slots}))
         for name in extra + [n for n in names if n in self._needed]:
             self._linked[name] = out[name]
         if recording and len(record) == len(g.inputs):

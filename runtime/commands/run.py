@@ -12,6 +12,11 @@ Exit codes (summary.json `status` in brackets; docs/outputs.md has the whole con
     3    backend unavailable [failed, when --out was created]
     4    incomplete input with --strict: a truncated video or unreadable images were skipped [incomplete_input]
     128+N  stopped by signal N: 130 SIGINT, 143 SIGTERM, 129 SIGHUP [interrupted]; every output is finalised
+
+Several sources (`run a.mp4 b.mp4 c/ --engines DIR ...`, DIR exported with `--streams N`, N >= the number of
+sources; `--checkpoint` exports with `--streams` = the number of sources) run as batched streams through one set
+of engines: see runtime/commands/run_streams.py for the folder layout (OUT/stream_00/, ... and OUT/summary.json),
+the per-stream statuses and the exit code (a stream that fails alone sets it, the others finish).
 """
 from __future__ import annotations
 
@@ -38,7 +43,10 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="video file, image folder, or camera index (0, 1, ...)")
+    p.add_argument("source", nargs="+", action=_Sources, metavar="SOURCE",
+                   help="video file, image folder, or camera index (0, 1, ...); several sources run as batched "
+                   "streams through one export made with `export --streams N` (N >= the number of sources), "
+                   "writing OUT/stream_00/, OUT/stream_01/, ... and OUT/summary.json")
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--engines", type=Path, metavar="DIR", help="export directory (ONNX or TensorRT engines)")
     model.add_argument("--checkpoint", type=Path, metavar="CKPT", help="Human3R checkpoint: export on the fly")
@@ -84,15 +92,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="frame preprocessing: PIL-exact on the CPU (in the reader thread), or the CUDA kernels "
                    "writing into the engine's inputs (auto: GPU on trt, ort-cuda and ort-trt when pycuda is installed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--batch-timeout-ms", type=float, default=None, metavar="MS",
+                   help="several sources: a batch runs when every active stream has a frame, or when MS "
+                   "milliseconds passed since the batch's first frame arrived (default: the multi-stream "
+                   "session's, see runtime/multistream.py); late streams join the next batch")
     from human3r_edge.runtime.viewer.live import add_viewer_arguments  # --viewer, --viewer-port, --viewer-host (viser: lazy)
 
     add_viewer_arguments(p)
+    from human3r_edge.runtime.triton.run_remote import add_remote_arguments  # --backend triton --url HOST:PORT
+
+    add_remote_arguments(p)
+
+
+class _Sources(argparse.Action):
+    """SOURCE [SOURCE ...]: `args.sources` is the list, `args.source` the first one (what a single run reads)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        items = [str(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+        namespace.sources = items
+        namespace.source = items[0] if items else None
 
 
 def main(args: argparse.Namespace) -> int:
     signals = StopSignals()
+    sources = list(getattr(args, "sources", None) or [args.source])
     try:
         with signals:
+            from human3r_edge.runtime.triton.run_remote import dispatch  # --backend triton: a Triton server
+
+            if (remote := dispatch(args, signals)) is not None:
+                return remote
+            if len(sources) > 1:
+                from human3r_edge.runtime.commands.run_streams import run_streams
+
+                return run_streams(args, signals, sys.modules[__name__])
             return _run(args, signals)
     except KeyboardInterrupt as exc:  # a stop during startup, before the output folder is created
         name = signals.received[0] if signals.received else "SIGINT"
@@ -405,31 +439,35 @@ def _open_backend(args: argparse.Namespace, export_dir: Path, verify: bool = Tru
                                f"{str(exc)[:300]}", hint=_DAMAGED)) from exc
 
 
-def _export_on_the_fly(args: argparse.Namespace, width0: int, height0: int) -> Path:
-    """Export the checkpoint at the resolution the source's frames preprocess to, cached by file identity."""
+def _export_on_the_fly(args: argparse.Namespace, width0: int, height0: int, streams: int = 1) -> Path:
+    """Export the checkpoint at the resolution the source's frames preprocess to, cached by file identity
+    (`streams` > 1: a multi-stream export, `export --streams N`)."""
     from human3r_edge.runtime.preprocess import output_shape
 
     h, w = output_shape(width0, height0, args.size)
-    return export_cached(args.checkpoint, w, h, args.max_people or 16, args.cache_dir, lean=True)
+    return export_cached(args.checkpoint, w, h, args.max_people or 16, args.cache_dir, lean=True, streams=streams)
 
 
-def export_cached(checkpoint: Path, width: int, height: int, max_people: int, cache_dir: Path, lean: bool = True
-                  ) -> Path:
+def export_cached(checkpoint: Path, width: int, height: int, max_people: int, cache_dir: Path, lean: bool = True,
+                  streams: int = 1) -> Path:
     """`human3r-edge export` of `checkpoint` in a subprocess (the runtime never imports the exporter), cached
-    under cache_dir by the checkpoint's path, size and mtime plus resolution, slots and leanness."""
+    under cache_dir by the checkpoint's path, size and mtime plus resolution, slots, leanness and (N > 1)
+    `--streams N`."""
     from human3r_edge.runtime.graphs import check_resolution
 
     check_resolution(width, height)
     st = checkpoint.stat()
     ident = f"{checkpoint.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     key = hashlib.sha256(ident.encode()).hexdigest()[:16]
-    out = cache_dir / f"{checkpoint.stem}-{key}-{width}x{height}-k{max_people}{'-lean' if lean else ''}"
+    out = cache_dir / (f"{checkpoint.stem}-{key}-{width}x{height}-k{max_people}{'-lean' if lean else ''}"
+                       + (f"-s{streams}" if streams > 1 else ""))
     if (out / "export.json").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".partial-{os.getpid()}")
     cmd = [sys.executable, "-m", "human3r_edge", "export", "--checkpoint", str(checkpoint), "--resolution",
-           f"{width}x{height}", "--out", str(tmp), "--max-people", str(max_people)] + (["--lean"] if lean else [])
+           f"{width}x{height}", "--out", str(tmp), "--max-people", str(max_people)] + (["--lean"] if lean else []) \
+        + (["--streams", str(streams)] if streams > 1 else [])
     print(f"human3r-edge | exporting {checkpoint.name} at {width}x{height} (cached in {out})", file=sys.stderr)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)  # a stop kills the child (subprocess.run)
@@ -443,7 +481,8 @@ def export_cached(checkpoint: Path, width: int, height: int, max_people: int, ca
         raise Human3RError(msg(f"export of {checkpoint}", "on-the-fly export failed",
                                " / ".join(tail) or proc.returncode, "a successful `human3r-edge export`",
                                "run `human3r-edge export --checkpoint CKPT --resolution "
-                               f"{width}x{height} --out DIR{' --lean' if lean else ''}` yourself and pass "
+                               f"{width}x{height} --out DIR{' --lean' if lean else ''}"
+                               f"{f' --streams {streams}' if streams > 1 else ''}` yourself and pass "
                                "--engines DIR"))
     os.replace(tmp, out)
     return out

@@ -16,23 +16,34 @@ from human3r_edge.runtime.graphs import graph_specs
 from human3r_edge.runtime.iospec import ExportSpec
 
 
-def make_spec(cfg: Human3RConfig, width: int, height: int, k: int, lean: bool = True) -> ExportSpec:
-    graphs = graph_specs(cfg, width, height, max_people=k, lean=lean)
+def make_spec(cfg: Human3RConfig, width: int, height: int, k: int, lean: bool = True, streams: int = 1) -> ExportSpec:
+    graphs = graph_specs(cfg, width, height, max_people=k, lean=lean, streams=streams)
     return ExportSpec(graphs=graphs, config=cfg.to_dict(), resolution=(width, height), max_people=k, opset=17,
-                      checkpoint_sha256=None, lean=lean)
+                      checkpoint_sha256=None, lean=lean, streams=streams)
 
 
 class SpecCheckingBackend(Backend):
-    """Base for the doubles: outputs are checked against the spec; calls are recorded."""
+    """Base for the doubles: outputs are checked against the spec; calls are recorded.
+
+    Multi-stream specs (`streams` N > 1): state is N rows (one per slot); a batch is computed row by row by the
+    single-stream `compute` (over `row_spec`, the spec one stream sees), with `current_slot` naming the slot of
+    the row; rows of absent slots are never touched; `slot_calls` records (graph, slots) of every batch."""
 
     name = "fake"
 
     def __init__(self, spec: ExportSpec) -> None:
         super().__init__(spec, Path("."))
         self.calls: list[tuple[str, dict[str, np.ndarray]]] = []
+        self.slot_calls: list[tuple[str, tuple[int, ...]]] = []
         self.resets = 0
         self.state: dict[str, np.ndarray] = {}
         self.linked: dict[str, np.ndarray] = {}
+        self.current_slot = 0
+        if spec.streams > 1:
+            cfg = Human3RConfig.from_dict(spec.config)
+            self.row_spec = make_spec(cfg, spec.resolution[0], spec.resolution[1], spec.max_people, spec.lean)
+        else:
+            self.row_spec = spec
 
     def _activate_impl(self) -> None:
         pass
@@ -48,8 +59,42 @@ class SpecCheckingBackend(Backend):
         self.resets += 1
         self.state = self.initial_values()
 
+    def _reset_rows(self, slots: tuple[int, ...]) -> None:
+        init = self.initial_values()
+        for name, value in self.state.items():
+            value[list(slots)] = init[name][list(slots)]
+
     def read_state(self, name: str) -> np.ndarray:
         return self.state[name].copy()
+
+    def _run_streams(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str], slots: tuple[int, ...]
+                     ) -> dict[str, np.ndarray]:
+        self.calls.append((graph, {k: np.array(v) for k, v in feeds.items()}))
+        self.slot_calls.append((graph, slots))
+        g, rg = self.spec.graph(graph), self.row_spec.graph(graph)
+        rows = []
+        for i, slot in enumerate(slots):
+            inputs: dict[str, np.ndarray] = {}
+            for t in rg.inputs:
+                if t.name in self.state:
+                    value = self.state[t.name][slot:slot + 1]
+                elif t.name in feeds:
+                    value = np.asarray(feeds[t.name])[i]
+                else:
+                    value = self.linked[t.name][i]
+                inputs[t.name] = np.array(value).reshape(t.shape)
+            self.current_slot = slot
+            outs = self.compute(graph, inputs)
+            for t in rg.outputs:
+                t.check(outs[t.name], "output")
+            rows.append(outs)
+        batch = {t.name: np.concatenate([r[t.name] for r in rows], axis=0) for t in g.outputs}
+        for t in g.outputs:
+            t.check(batch[t.name], "output", batch=len(slots))
+        self.linked.update(batch)
+        for p in g.state:
+            self.state[p.input][list(slots)] = batch[p.output]  # those rows only
+        return {k: batch[k].copy() for k in fetch}
 
     def _run_impl(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str]) -> dict[str, np.ndarray]:
         self.calls.append((graph, {k: np.array(v) for k, v in feeds.items()}))
@@ -76,6 +121,7 @@ class SpecCheckingBackend(Backend):
 
 
 def zeros_for(spec: ExportSpec, graph: str) -> dict[str, np.ndarray]:
+    """Zero outputs of `graph` (give a backend's `row_spec`: one stream's shapes)."""
     return {t.name: np.zeros(t.shape, t.np_dtype) for t in spec.graph(graph).outputs}
 
 
@@ -109,7 +155,7 @@ class GoldenReplayBackend(SpecCheckingBackend):
         return slice(int(self.first_human[step]), int(self.first_human[step + 1]))
 
     def compute(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        z, out = self.z, zeros_for(self.spec, graph)
+        z, out = self.z, zeros_for(self.row_spec, graph)
         k = self.spec.max_people
         if graph == "encoder":
             i = self.enc_step
@@ -162,11 +208,15 @@ class FakeBackend(SpecCheckingBackend):
     """
 
     def __init__(self, cfg: Human3RConfig | None = None, width: int = 128, height: int = 96, k: int = 4,
-                 people: PeopleFn | None = None, focal: float = 100.0) -> None:
-        super().__init__(make_spec(cfg or get_config("tiny"), width, height, k))
+                 people: PeopleFn | Mapping[int, PeopleFn] | None = None, focal: float = 100.0,
+                 streams: int = 1) -> None:
+        super().__init__(make_spec(cfg or get_config("tiny"), width, height, k, streams=streams))
+        # multi-stream: `people` is one function for every slot or {slot: function}; the call index counts the
+        # encoder calls of that slot
         self.people = people or (lambda i: [])
         self.focal = focal
         self.enc_calls = 0
+        self.slot_enc_calls = [0] * streams
         g = self.spec.graph("encoder").output("det_scores").shape[-1]
         self.g = g
         d = self.spec.graph("decoder").output("human_tokens").shape[-1]
@@ -174,11 +224,17 @@ class FakeBackend(SpecCheckingBackend):
         self.cell_tokens = (rng.normal(size=(g * g, d)) * 3).astype(np.float32)
 
     def compute(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = zeros_for(self.spec, graph)
+        out = zeros_for(self.row_spec, graph)
         if graph == "encoder":
-            for h, w, s in self.people(self.enc_calls):
+            people = self.people
+            if isinstance(people, Mapping):
+                people = people.get(self.current_slot, lambda i: [])
+            index = self.slot_enc_calls[self.current_slot] if self.spec.streams > 1 else self.enc_calls
+            for h, w, s in people(index):
                 out["det_scores"][0, h, w] = s
             self.enc_calls += 1
+            if self.spec.streams > 1:
+                self.slot_enc_calls[self.current_slot] += 1
             out["enc_tokens"][:] = inputs["img"].mean()
             out["human_mask"][0] = 0.5 * (inputs["img_mhmr"][0, 0] + 1.0)
         elif graph == "decoder":
@@ -209,7 +265,8 @@ class FakeExportBackend(FakeBackend):
 
     def __init__(self, spec: ExportSpec, directory: Path, **options) -> None:
         super().__init__(Human3RConfig.from_dict(spec.config), spec.resolution[0], spec.resolution[1],
-                         spec.max_people, people=lambda i: [(2, 3, 0.9), (5, 1 + i % 2, 0.8)])
+                         spec.max_people, people=lambda i: [(2, 3, 0.9), (5, 1 + i % 2, 0.8)],
+                         streams=spec.streams)
         self.options = options
 
 

@@ -27,8 +27,9 @@ _ONNX_DTYPE = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "in
 class _Graph:
     """Tiny helper that names nodes and initializers uniquely and keeps seeded random weights."""
 
-    def __init__(self, name: str, seed: int) -> None:
+    def __init__(self, name: str, seed: int, batched: bool = False) -> None:
         self.name = name
+        self.batched = batched  # multi-stream graph: axis 0 is the dynamic stream axis
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.rng = np.random.default_rng(seed)
@@ -67,14 +68,25 @@ class _Graph:
         return self.const(np.asarray(values, np.int64), "shape")
 
     def reshape(self, x: str, shape: list[int], out: str | None = None) -> str:
+        if self.batched and shape[0] == 1:
+            shape = [0] + list(shape[1:])  # 0: copy the (dynamic) stream axis of the input
         return self.op("Reshape", [x, self.i64(shape)], out)
+
+    def gather_rows(self, data: str, index: str, width: int) -> str:
+        """data (B, N, width) gathered on axis 1 by index: (K,) on a single-stream graph (Gather, B = 1), (B, K)
+        per row on a multi-stream one (GatherElements on the index broadcast to (B, K, width))."""
+        if not self.batched:
+            return self.op("Gather", [data, index], axis=1)
+        idx = self.op("Expand", [self.op("Unsqueeze", [index, self.i64([2])]), self.i64([1, 1, width])])
+        return self.op("GatherElements", [data, idx], axis=1)
 
     def slice_last(self, x: str, start: int, end: int) -> str:
         return self.op("Slice", [x, self.i64([start]), self.i64([end]), self.i64([-1])])
 
     def model(self, spec: GraphSpec) -> onnx.ModelProto:
         def vi(t: TensorSpec) -> onnx.ValueInfoProto:
-            return helper.make_tensor_value_info(t.name, _ONNX_DTYPE[t.dtype], list(t.shape))
+            dims: list = ["streams", *t.shape[1:]] if t.batched else list(t.shape)
+            return helper.make_tensor_value_info(t.name, _ONNX_DTYPE[t.dtype], dims)
 
         graph = helper.make_graph(self.nodes, spec.name, [vi(t) for t in spec.inputs], [vi(t) for t in spec.outputs],
                                   self.inits)
@@ -91,9 +103,13 @@ def _patchify(g: _Graph, x: str, c: int, h: int, w: int, p: int) -> str:
     return g.reshape(y, [1, (h // p) * (w // p), c * p * p])
 
 
+def _is_batched(spec: GraphSpec) -> bool:
+    return any(t.batched for t in spec.inputs)
+
+
 def encoder_graph(spec: GraphSpec, cfg_dims: dict[str, int], seed: int = 1) -> onnx.ModelProto:
     H, W, R, g_, Ce, bd = (cfg_dims[k] for k in ("H", "W", "R", "g", "Ce", "bd"))
-    g = _Graph(ENCODER, seed)
+    g = _Graph(ENCODER, seed, _is_batched(spec))
     x = _patchify(g, "img", 3, H, W, 16)  # (1, N, 768)
     g.layer_norm(g.linear(x, 3 * 16 * 16, Ce), Ce, out="enc_tokens")
     d = _patchify(g, "img_mhmr", 3, R, R, 14)  # (1, g*g, 588)
@@ -110,7 +126,7 @@ def encoder_graph(spec: GraphSpec, cfg_dims: dict[str, int], seed: int = 1) -> o
 def decoder_graph(spec: GraphSpec, dims: dict[str, int], seed: int = 2) -> onnx.ModelProto:
     H, W, Ce, D, S, M, K, bd = (dims[k] for k in ("H", "W", "Ce", "D", "S", "M", "K", "bd"))
     names = {t.name for t in spec.outputs}
-    g = _Graph(DECODER, seed)
+    g = _Graph(DECODER, seed, _is_batched(spec))
     x = g.linear("enc_tokens", Ce, D)  # (1, N, D)
     xt = g.op("Transpose", [x], perm=[0, 2, 1])  # (1, D, N)
     scores = g.op("Mul", [g.op("MatMul", ["state", xt]), g.const(np.float32(1.0 / np.sqrt(D)))])  # (1, S, N)
@@ -119,6 +135,8 @@ def decoder_graph(spec: GraphSpec, dims: dict[str, int], seed: int = 2) -> onnx.
     gate = g.op("Sigmoid", [g.op("ReduceMean", [scores], axes=[2], keepdims=0)], out="ttt3r_gate")  # (1, S)
     one = g.const(np.float32(1.0))
     use_gate = g.op("Mul", ["ttt3r", g.op("Sub", [one, "first"])])  # (1,)
+    if g.batched:  # (B,) -> (B, 1): one flag per stream row
+        use_gate = g.op("Unsqueeze", [use_gate, g.i64([1])])
     gate_eff = g.op("Add", [g.op("Sub", [one, use_gate]), g.op("Mul", [use_gate, gate])])  # (1, S)
     gate_eff = g.op("Unsqueeze", [gate_eff, g.i64([2])])  # (1, S, 1)
     new = g.layer_norm(g.op("Add", ["state", upd]), D)
@@ -151,16 +169,16 @@ def decoder_graph(spec: GraphSpec, dims: dict[str, int], seed: int = 2) -> onnx.
         g.op("Tanh", [g.slice_last(dense, 8, 11)], out="rgb")
     # human slots: the token of each slot's patch plus pooled state, zeroed for padded slots
     valid = g.reshape("human_valid", [1, K, 1])
-    ht = g.op("Add", [g.op("Gather", [x, "human_patch"], axis=1), pooled])  # (1, K, D)
+    ht = g.op("Add", [g.gather_rows(x, "human_patch", D), pooled])  # (1, K, D)
     g.op("Mul", [g.layer_norm(ht, D), valid], out="human_tokens")
-    g.op("Mul", [g.op("Gather", ["dino_tokens", "human_cell"], axis=1), valid], out="human_dino_tokens")
+    g.op("Mul", [g.gather_rows("dino_tokens", "human_cell", bd), valid], out="human_dino_tokens")
     del bd, M, S
     return g.model(spec)
 
 
 def smpl_head_graph(spec: GraphSpec, dims: dict[str, int], seed: int = 3) -> onnx.ModelProto:
     D, K, bd = dims["D"], dims["K"], dims["bd"]
-    g = _Graph(SMPL_HEAD, seed)
+    g = _Graph(SMPL_HEAD, seed, _is_batched(spec))
     h = g.op("Concat", ["human_tokens", "human_dino_tokens"], axis=2)  # (1, K, D+bd)
     h = g.op("Relu", [g.linear(h, D + bd, 64)])  # (1, K, 64)
     six = g.reshape(g.linear(h, 64, 53 * 6), [1, K, 53, 3, 2])
@@ -271,12 +289,16 @@ def _toposort(graph: onnx.GraphProto) -> None:
 
 
 def write_toy_export(out: str | Path, *, width: int = TOY_W, height: int = TOY_H, max_people: int = TOY_K,
-                     lean: bool = False, fp16: bool = True, seed: int = 0) -> ExportSpec:
-    """Write encoder/decoder/smpl_head ONNX (+ `.fp16.onnx`), export.json and initial_state.npz into `out`."""
+                     lean: bool = False, fp16: bool = True, seed: int = 0, streams: int = 1) -> ExportSpec:
+    """Write encoder/decoder/smpl_head ONNX (+ `.fp16.onnx`), export.json and initial_state.npz into `out`.
+
+    `streams` = N > 1 writes the multi-stream graphs (runtime/graphs.py `graph_specs(streams=N)`): axis 0 of every
+    tensor is the ONNX dim_param "streams"; the weights (and the initial state, one row) are those of the
+    single-stream export with the same seed, so a batch row equals a single-stream run of the same stream."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = get_config("tiny")
-    specs = graph_specs(cfg, width, height, max_people, lean)
+    specs = graph_specs(cfg, width, height, max_people, lean, streams=streams)
     dims = dict(H=height, W=width, R=cfg.mhmr_img_res, g=cfg.mhmr_grid, Ce=cfg.enc_embed_dim,
                 bd=cfg.backbone_spec.embed_dim, D=cfg.dec_embed_dim, S=cfg.state_size, M=cfg.local_mem_size,
                 K=max_people)
@@ -292,13 +314,14 @@ def write_toy_export(out: str | Path, *, width: int = TOY_W, height: int = TOY_H
         graphs.append(GraphSpec(spec.name, spec.file, spec.inputs, spec.outputs, spec.state, fp16_file))
     rng = np.random.default_rng(seed + 100)
     dec = next(s for s in specs if s.name == DECODER)
-    init = {"state": (rng.standard_normal(dec.input("state").shape) * 0.5).astype(np.float32),
-            "mem": np.zeros(dec.input("mem").shape, np.float32)}
+    row = {n: (1,) + tuple(dec.input(n).shape[1:]) for n in ("state", "mem")}  # initial state: one row
+    init = {"state": (rng.standard_normal(row["state"]) * 0.5).astype(np.float32),
+            "mem": np.zeros(row["mem"], np.float32)}
     np.savez(out / "initial_state.npz", **init)
     spec = ExportSpec(graphs=tuple(graphs), config=cfg.to_dict(), resolution=(width, height), max_people=max_people,
                       opset=OPSET, checkpoint_sha256=None, lean=lean,
                       versions={"onnx": onnx.__version__, "generator": "tests/support/toy_export.py"},
-                      extra={"toy": True})
+                      extra={"toy": True}, streams=streams)
     spec.save(out)
     return spec
 
@@ -325,6 +348,40 @@ def toy_feeds(spec: ExportSpec, frame: int, seed: int = 0) -> dict[str, dict[str
                 f[t.name] = rng.uniform(-1, 1, t.shape).astype(t.np_dtype)
         feeds[g.name] = f
     return feeds
+
+
+def unbatched(spec: ExportSpec) -> ExportSpec:
+    """The single-stream view of a multi-stream spec (each tensor as one stream sees it): for toy_feeds."""
+    import dataclasses
+
+    def one(t: TensorSpec) -> TensorSpec:
+        if not t.batched:
+            return t
+        shape = tuple(t.shape[1:]) if t.name in ("human_cell", "human_patch", "human_valid") else \
+            (1,) + tuple(t.shape[1:])
+        return TensorSpec(t.name, t.dtype, shape, t.doc)
+
+    graphs = tuple(GraphSpec(g.name, g.file, tuple(one(t) for t in g.inputs), tuple(one(t) for t in g.outputs),
+                             g.state, g.fp16_file) for g in spec.graphs)
+    return dataclasses.replace(spec, graphs=graphs, streams=1)
+
+
+def stack_rows(spec: ExportSpec, graph: str, rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Single-stream feeds (or outputs) of several streams -> one batch of a multi-stream graph (axis 0 = row)."""
+    g = spec.graph(graph)
+    shapes = {t.name: t.shape for t in (*g.inputs, *g.outputs)}
+    out = {}
+    for name in rows[0]:
+        rest = tuple(shapes[name][1:])
+        out[name] = np.concatenate([np.asarray(r[name]).reshape((1,) + rest) for r in rows], axis=0)
+    return out
+
+
+def stream_feeds(spec: ExportSpec, frame: int, seeds: list[int]) -> dict[str, dict[str, np.ndarray]]:
+    """Host feeds of a batch of streams for a multi-stream spec: row i is `toy_feeds(single, frame, seeds[i])`."""
+    single = unbatched(spec)
+    per = [toy_feeds(single, frame, s) for s in seeds]
+    return {g.name: stack_rows(spec, g.name, [p[g.name] for p in per]) for g in spec.graphs}
 
 
 def run_frames(backend, spec: ExportSpec, frames: int, fetch: dict[str, list[str]] | None = None,

@@ -377,4 +377,7 @@ class FakeDevice:
             self.violation(f"cuGraphLaunch of unknown graph exec {graph_exec:#x}")
             return
         for label, fn in g.ops:
+            check = getattr(fn, "on_launch", None)  # e.g. enqueueV3: were its captured shapes changed since?
+            if check is not None:
+                check()
             self.enqueue(handle, f"graph:{label}", fn)

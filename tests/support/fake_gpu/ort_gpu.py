@@ -44,3 +44,8 @@ class SimulatedOrtCudaBackend(OrtBoundBackend):
     def _run_impl(self, graph: str, feeds: Mapping[str, np.ndarray], fetch: list[str]) -> dict[str, np.ndarray]:
         _device().cuda_set_device()  # CUDAExecutionProvider::OnRunStart: cudaSetDevice(device_id)
         return super()._run_impl(graph, feeds, fetch)
+
+    def _run_streams(self, graph: str, feeds: Mapping[str, Any], fetch: list[str], slots: tuple[int, ...]
+                     ) -> dict[str, np.ndarray]:
+        _device().cuda_set_device()  # OnRunStart, as above (the row-copy sessions run on the same EP)
+        return super()._run_streams(graph, feeds, fetch, slots)

@@ -331,9 +331,17 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
             self.shapes: dict[str, tuple] = {}
 
         def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:
-            if not (len(min) == len(opt) == len(max)) or any(a > b or b > c for a, b, c in zip(min, opt, max)):
-                dev.violation(f"IOptimizationProfile.set_shape({input}): need min <= opt <= max")
-            self.shapes[input] = (tuple(min), tuple(opt), tuple(max))
+            """TensorRT's Python binding (pyCore.cpp opt_profile_set_shape): setDimensions for kMIN, kOPT, kMAX
+            in turn, each a RuntimeError when it is inconsistent (rank, a negative dim, min <= opt <= max)."""
+            lo, mid, hi = (tuple(int(d) for d in x) for x in (min, opt, max))
+            for which, dims in (("min", lo), ("opt", mid), ("max", hi)):
+                if len(dims) != len(lo) or any(d < 0 for d in dims):
+                    raise RuntimeError(f"Shape provided for {which} is inconsistent with other shapes.")
+            if any(a > b for a, b in zip(lo, mid)):
+                raise RuntimeError("Shape provided for opt is inconsistent with other shapes.")
+            if any(b > c for b, c in zip(mid, hi)):
+                raise RuntimeError("Shape provided for max is inconsistent with other shapes.")
+            self.shapes[input] = (lo, mid, hi)
 
         def get_shape(self, input: str) -> tuple:
             return self.shapes[input]
@@ -474,6 +482,19 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
             if [d for d in dynamic if d not in profiled]:
                 log(Severity.ERROR, f"Network has dynamic inputs {dynamic} but no optimization profile covers them")
                 return None
+            net_in = {t.name: tuple(t.shape) for t in network._inputs}
+            for prof in config.profiles:  # TensorRT: a profile must agree with the network's static dims
+                for name, (lo, mid, hi) in prof.shapes.items():
+                    dims = net_in.get(name)
+                    if dims is None:
+                        log(Severity.ERROR, f"4: [optimizationProfile] {name} is not a network input")
+                        return None
+                    bad = len(dims) != len(lo) or any(d >= 0 and not (a == b == c == d)
+                                                     for d, a, b, c in zip(dims, lo, mid, hi))
+                    if bad:
+                        log(Severity.ERROR, f"4: [network.cpp::validate] profile of {name} {lo}..{hi} has "
+                                            f"dimensions inconsistent with the network input {list(dims)}")
+                        return None
             sizes = [int(np.prod([max(d, 1) for d in t.shape])) * np.dtype(nptype(t.dtype)).itemsize
                      for lay in network._layers for t in lay._outputs]
             need = int(st.get("workspace_required", max(sizes, default=0)))
@@ -574,8 +595,27 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
             self._shapes[name] = tuple(shape)
             return True
 
+        def _resolved(self) -> dict[str, tuple] | None:
+            """Every I/O shape for the input shapes set now; None while a dynamic input has none."""
+            eng = self.engine
+            if not eng.dynamic:
+                return {n: tuple(_concrete(t)) for n, t in eng._io.items()}
+            ins = {}
+            for n, t in eng._io.items():
+                if t["mode"] == "INPUT":
+                    if n not in self._shapes and any(d < 0 for d in t["shape"]):
+                        return None
+                    ins[n] = self._shapes.get(n, tuple(t["shape"]))
+            return eng._shapes_for(ins)
+
         def get_tensor_shape(self, name: str) -> Dims:
-            return Dims(_concrete(self.engine._io[name]))
+            """TensorRT 10: an input's shape as set (the engine's, -1 on dynamic dims, before); an output's as
+            the set input shapes make it (-1 on its dynamic dims while an input shape is missing)."""
+            t = self.engine._io[name]
+            if t["mode"] == "INPUT":
+                return Dims(self._shapes.get(name, tuple(t["shape"])))
+            resolved = self._resolved()
+            return Dims(resolved[name] if resolved is not None else tuple(t["shape"]))
 
         @property
         def all_binding_shapes_specified(self) -> bool:
@@ -609,36 +649,59 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
                 if t["mode"] == "INPUT" and name not in self._shapes:
                     dev.violation(f"enqueueV3 on {eng.name}: input {name} has no shape (set_input_shape)")
                     return False
-                nbytes = int(np.prod(_concrete(t), dtype=np.int64)) * np.dtype(_NP[t["dtype"]]).itemsize
+            shapes = self._resolved()
+            assert shapes is not None  # every input shape is set (checked above)
+            for name, t in eng._io.items():
+                nbytes = int(np.prod(shapes[name], dtype=np.int64)) * np.dtype(_NP[t["dtype"]]).itemsize
                 a = self._addr[name]
                 dev.owned(a, f"enqueueV3 {eng.name} tensor {name}")
                 alloc = dev.find(a)
                 dev.span(a, nbytes, f"enqueueV3 {eng.name} tensor {name}")
-                if alloc is not None and (alloc.base != a or alloc.size != nbytes):
+                dynamic = any(d < 0 for d in t["shape"])
+                # static tensors: a buffer of exactly their size; dynamic ones: one at least that large (sized for
+                # the profile's max), bound at its start
+                if alloc is not None and (alloc.base != a or alloc.size < nbytes or
+                                          (alloc.size != nbytes and not dynamic)):
                     dev.violation(f"enqueueV3 on {eng.name}: buffer of {name} is {alloc.size} bytes at offset "
-                                  f"{a - alloc.base}, the tensor needs exactly {nbytes}")
-                spans[name] = (a, nbytes, t)
+                                  f"{a - alloc.base}, the tensor needs {'at least' if dynamic else 'exactly'} "
+                                  f"{nbytes} (shape {list(shapes[name])})")
+                spans[name] = (a, nbytes, t, tuple(shapes[name]))
             ins = [(n, s) for n, s in spans.items() if s[2]["mode"] == "INPUT"]
             outs = [(n, s) for n, s in spans.items() if s[2]["mode"] == "OUTPUT"]
-            for n_o, (ao, no, _) in outs:
-                for n_i, (ai, ni, _) in ins + [x for x in outs if x[0] != n_o]:
+            for n_o, (ao, no, _, _) in outs:
+                for n_i, (ai, ni, _, _) in ins + [x for x in outs if x[0] != n_o]:
                     if ai < ao + no and ao < ai + ni:
                         dev.violation(f"enqueueV3 on {eng.name}: {n_i} and output {n_o} overlap in device memory")
             if int(stream_handle) == 0:
                 eng._logger.log(Severity.WARNING, "Using default stream in enqueueV3() may lead to extra syncs")
             bound = dict(spans)
+            captured = {n: sp[3] for n, sp in spans.items() if sp[2]["mode"] == "INPUT"}
 
-            def run() -> None:
+            def run() -> None:  # with the shapes of enqueue time (a CUDA graph replays them as captured)
                 feeds = {}
-                for n, (a, nb, t) in bound.items():
+                for n, (a, nb, t, shape) in bound.items():
                     if t["mode"] == "INPUT":
                         raw = dev.span(a, nb, f"{eng.name} reads {n}")
-                        feeds[n] = raw.view(_NP[t["dtype"]]).reshape(_concrete(t)).copy()
-                names = [n for n, (_, _, t) in bound.items() if t["mode"] == "OUTPUT"]
+                        feeds[n] = raw.view(_NP[t["dtype"]]).reshape(shape).copy()
+                names = [n for n, (_, _, t, _) in bound.items() if t["mode"] == "OUTPUT"]
                 for n, v in zip(names, eng._session().run(names, feeds)):
-                    a, nb, t = bound[n]
+                    a, nb, t, shape = bound[n]
+                    if tuple(v.shape) != shape:
+                        dev.violation(f"{eng.name}: output {n} computed as {list(v.shape)}, engine said {list(shape)}")
                     dev.span(a, nb, f"{eng.name} writes {n}")[:] = np.ascontiguousarray(
                         v, dtype=_NP[t["dtype"]]).reshape(-1).view(np.uint8)
+
+            def on_launch() -> None:
+                """A CUDA graph replays the kernels of its capture, with the shapes set then: replaying it after
+                set_input_shape changed them runs the old shapes while the caller expects the new ones."""
+                now = {n: self._shapes.get(n) for n in captured}
+                if now != captured:
+                    changed = {n: f"{list(captured[n])} -> {list(now[n] or ())}" for n in captured
+                               if now[n] != captured[n]}
+                    dev.violation(f"cuGraphLaunch: a graph captured from enqueueV3 on {eng.name} is replayed after "
+                                  f"set_input_shape changed its input shapes ({changed}); it runs the captured "
+                                  "shapes: capture one graph per shape set")
+            run.on_launch = on_launch  # type: ignore[attr-defined]  (checked by FakeDevice.launch)
             dev.enqueue(stream_handle, f"enqueueV3 {eng.name}", run)
             st["executions"] = st.get("executions", 0) + 1
             return True
@@ -650,6 +713,19 @@ def make_tensorrt_module(dev: FakeDevice, version: str = "10.3.0.30", state: dic
             self._names = [t["name"] for t in header["io"]]
             self._sess: Any = None
             self.name = hashlib.sha256(onnx_bytes).hexdigest()[:8]
+            self.dynamic = any(d < 0 for t in header["io"] for d in t["shape"])
+            self._shape_cache: dict[tuple, dict[str, tuple]] = {}
+
+        def _shapes_for(self, inputs: dict[str, tuple]) -> dict[str, tuple]:
+            """Every I/O shape for these input shapes (ONNX shape inference, as TensorRT's shape analysis)."""
+            key = tuple(sorted(inputs.items()))
+            got = self._shape_cache.get(key)
+            if got is None:
+                dyn = {n: v for n, v in inputs.items() if any(d < 0 for d in self._io[n]["shape"])}
+                inferred = _concrete_shapes(self._onnx, dyn)
+                got = self._shape_cache[key] = {n: tuple(inputs[n]) if n in inputs else tuple(inferred[n])
+                                                for n in self._io}
+            return got
 
         def _session(self) -> Any:
             if self._sess is None:

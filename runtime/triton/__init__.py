@@ -1,0 +1,1 @@
+"""Serving through NVIDIA Triton Inference Server (docs/serving.md, docs/triton-tensorrt.md)."""
