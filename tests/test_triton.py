@@ -327,3 +327,72 @@ def test_python_api_backend_name(server, export, frames):
         ref = [local.step(f) for f in frames[:2]]
     assert [g.track_ids for g in got] == [r.track_ids for r in ref]
     close(np.stack([g.c2w for g in got]), np.stack([r.c2w for r in ref]))
+
+
+# ------------------------------------------------------------------------------------------ the model, no server
+class _PbTensor:
+    def __init__(self, name, arr):
+        self._name, self._arr = name, np.asarray(arr)
+
+    def as_numpy(self):
+        return self._arr
+
+
+class _PbResponse:
+    def __init__(self, output_tensors=(), error=None):
+        self.tensors, self.error = {t._name: t._arr for t in output_tensors}, error
+
+    def has_error(self):
+        return self.error is not None
+
+
+class _Pb:
+    """The few `triton_python_backend_utils` names SequenceModel uses (no MetricFamily: metrics are skipped)."""
+
+    Tensor = _PbTensor
+    InferenceResponse = _PbResponse
+    TritonError = str
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return request.get(name)
+
+
+def _request(corrid, start, end, frame):
+    return {"CORRID": _PbTensor("CORRID", np.array([[corrid]], np.uint64)),
+            "START": _PbTensor("START", np.array([[start]])), "END": _PbTensor("END", np.array([[end]])),
+            "FRAME": _PbTensor("FRAME", frame[None])}
+
+
+@pytest.mark.parametrize("backend_kind", ["gpu", "cpu"])
+def test_idle_reaper_never_touches_a_gpu_backend_from_its_thread(export, frames, tmp_path, backend_kind):
+    """The reaper runs on its own thread; GPU backends are bound to the thread holding their CUDA context, so for
+    them an idle sequence is retired there (id refused at once) and released by the next execute, on the model's
+    thread. A thread-free backend (ort-cpu) is released at once. (The sessions here are ort-cpu; `backend_name`
+    says which rule applies.)"""
+    from human3r_edge.runtime.triton.model import SequenceModel
+
+    cfg = {"parameters": {"export_dir": {"string_value": str(export)}, "idle_seconds": {"string_value": "1000"}}}
+    m = SequenceModel(_Pb(), {"model_config": json.dumps(cfg), "model_repository": str(tmp_path),
+                              "model_version": "1", "model_name": "t"})
+    try:
+        (r,) = m.execute([_request(7, True, False, frames[0])])
+        assert not r.has_error(), r.error
+        if backend_kind == "gpu":
+            m.backend_name = "trt"  # after the session was opened (on ort-cpu): only the threading rule changes
+        session = m.held[7].session
+        closed: list[int] = []
+        close = session.close
+        session.close = lambda: (closed.append(threading.get_ident()), close())[1]
+        reaper = threading.Thread(target=m.reap, kwargs={"now": time.monotonic() + 2000, "from_reaper": True})
+        reaper.start()
+        reaper.join()
+        assert 7 not in m.held  # the id is refused from now on
+        (r,) = m.execute([_request(7, False, False, frames[1])])
+        assert r.has_error() and "no state on the server" in r.error
+        if backend_kind == "gpu":
+            assert closed == [threading.get_ident()]  # released by execute, on the model's thread
+        else:
+            assert closed == [reaper.ident]  # released at once, by the reaper
+    finally:
+        m.finalize()

@@ -57,6 +57,11 @@ DENSE_OUTPUTS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 INPUTS: dict[str, tuple[str, tuple[int, ...]]] = {"FRAME": ("uint8", (-1, -1, 3)), "FRAME_JPEG": ("uint8", (-1,))}
 CONTROLS = {"CORRID": "uint64", "START": "bool", "END": "bool"}
+# Backends whose calls may come from any thread. The GPU backends (trt, ort-cuda, ort-trt) are bound to the thread
+# that holds their CUDA context (pycuda contexts are per thread), so the idle reaper thread must not close their
+# sessions or reset their stream rows: it retires the sequence (its id is refused at once, its metrics updated)
+# and the next `execute`, on the model's own thread, releases it.
+THREAD_FREE_BACKENDS = ("ort-cpu", "torch")
 
 
 @dataclass
@@ -121,6 +126,7 @@ class SequenceModel:
         self.idle_seconds = float(params.get("idle_seconds", "60"))
         self.max_sequences = int(params.get("max_sequences", "8"))
         self.held: dict[int, Held] = {}
+        self.retired: list[tuple[int, Held]] = []  # freed by the reaper, released on the model thread (see above)
         self.lock = threading.RLock()
         self.smplx_model: Any = None
         if self.smplx_path is not None:
@@ -169,14 +175,27 @@ class SequenceModel:
         s.start()
         return s
 
-    def _free(self, corrid: int, reason: str) -> None:
+    def _free(self, corrid: int, reason: str, from_reaper: bool = False) -> None:
         held = self.held.pop(corrid, None)
         if held is not None:
-            if held.session is not None:
-                held.session.close()
-            elif self.multi is not None and corrid in self.multi.stream_ids:
-                self.multi.close(corrid)  # its slot's state rows go back to the initial state
+            if from_reaper and self.backend_name not in THREAD_FREE_BACKENDS:
+                self.retired.append((corrid, held))  # released by the next execute, on the model's thread
+            else:
+                self._release(corrid, held)
             self._count(reason)
+
+    def _release(self, corrid: int, held: Held) -> None:
+        if held.session is not None:
+            held.session.close()
+        elif self.multi is not None and corrid in self.multi.stream_ids:
+            self.multi.close(corrid)  # its slot's state rows go back to the initial state
+
+    def release_retired(self) -> None:
+        """Release the sequences the reaper retired (called on the model's thread: execute, finalize)."""
+        with self.lock:
+            retired, self.retired = self.retired, []
+            for corrid, held in retired:
+                self._release(corrid, held)
 
     def _count(self, reason: str) -> None:
         try:
@@ -187,23 +206,25 @@ class SequenceModel:
         except Exception:  # metrics are best effort: never fail a request for them
             pass
 
-    def reap(self, now: float | None = None) -> list[int]:
-        """Free every sequence idle for longer than idle_seconds; returns their ids."""
+    def reap(self, now: float | None = None, from_reaper: bool = False) -> list[int]:
+        """Free every sequence idle for longer than idle_seconds; returns their ids. From the reaper thread, a
+        thread-bound (GPU) backend's sequences are only retired (see THREAD_FREE_BACKENDS)."""
         now = time.monotonic() if now is None else now
         with self.lock:
             gone = [c for c, h in self.held.items() if now - h.last_seen > self.idle_seconds]
             for c in gone:
-                self._free(c, "idle")
+                self._free(c, "idle", from_reaper)
         return gone
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(min(1.0, self.idle_seconds / 4)):
-            self.reap()
+            self.reap(from_reaper=True)
 
     # ------------------------------------------------------------------------------------------- requests
     def execute(self, requests: list[Any]) -> list[Any]:
         """One response per request, in order. Admission (control flags, inputs) is per request; the model work
         is one `Session.step` per request, or ONE batched `MultiSession.process` for the whole batch."""
+        self.release_retired()
         responses: list[Any] = [None] * len(requests)
         admitted: list[tuple[int, Any, int, bool, bool, np.ndarray]] = []
         for i, request in enumerate(requests):
@@ -338,6 +359,7 @@ class SequenceModel:
 
     def finalize(self) -> None:
         self._stop.set()
+        self.release_retired()
         with self.lock:
             for c in list(self.held):
                 self._free(c, "end")
