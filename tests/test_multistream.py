@@ -14,10 +14,10 @@ from human3r_edge.runtime.multistream import MultiSession, StreamBatcher, Stream
 from human3r_edge.runtime.pipeline import PipelineOptions
 from human3r_edge.runtime.session import FrameResult, Session, SessionOptions
 from support.ci import require
+from support.streams_check import close
 from support.exports import golden_export
 from support.goldens import golden, goldens_root
 
-TOL = 3e-5
 N = 3
 DENSE = SessionOptions(dense=True)
 
@@ -38,15 +38,6 @@ def exports(tmp_path_factory):
 def multi(exports, **kw):
     kw.setdefault("options", DENSE)
     return MultiSession.open(exports[N], "ort-cpu", intra_op_threads=1, **kw)
-
-
-def close(got, ref, what, tol=TOL):
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    assert got.shape == ref.shape, (what, got.shape, ref.shape)
-    if ref.size == 0:
-        return
-    err = float(np.max(np.abs(got - ref)))
-    assert err <= tol * float(np.max(np.abs(ref))), f"{what}: max abs err {err:.3g} > {tol} * {np.abs(ref).max():.3g}"
 
 
 def assert_same_stream(got: list[FrameResult], ref: list[FrameResult], what: str) -> None:

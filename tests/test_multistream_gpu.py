@@ -14,10 +14,10 @@ from human3r_edge.runtime.multistream import DeviceBoundFrame, MultiSession, Str
 from human3r_edge.runtime.pipeline import PipelineOptions
 from human3r_edge.runtime.session import Session, SessionOptions, skin_batch
 from support.ci import require
+from support.streams_check import close as _close
 from support.fake_gpu import fake_gpu, install  # noqa: F401  (fixture)
 from support.goldens import goldens_root
 
-TOL = 3e-5
 N = 3
 
 
@@ -39,15 +39,6 @@ def engines(tmp_path_factory):
         for src, name in ((one, "e1"), (many, "e3")):
             build_engines(src, out / name, BuildOptions(precision="fp32", progress=False))
     return out / "e1", out / "e3", frames, one, many
-
-
-def _close(got, ref, what, tol=TOL):
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    assert got.shape == ref.shape, (what, got.shape, ref.shape)
-    if ref.size == 0:
-        return
-    err = float(np.max(np.abs(got - ref)))
-    assert err <= tol * float(np.max(np.abs(ref))), f"{what}: max abs err {err:.3g} > {tol} * {np.abs(ref).max():.3g}"
 
 
 def _same_stream(got, ref, what, skinned):

@@ -317,16 +317,18 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
     return code
 
 
-def _start_session(session: Any, export_dir: Path) -> None:
+def _start_session(session: Any, export_dir: Path, stop: Any = None) -> None:
     """Activate the backend (ONNX parsing, engine deserialisation, initial state): a damaged model file is a
-    Human3RError naming the export folder, never a traceback."""
+    Human3RError naming the export folder, never a traceback. `stop` undoes a failed start (default
+    `session.close`; a MultiSession's is `shutdown`)."""
+    stop = session.close if stop is None else stop
     try:
         session.start()
     except (Human3RError, BackendUnavailable, KeyboardInterrupt):
-        session.close()
+        stop()
         raise
     except Exception as exc:
-        session.close()
+        stop()
         raise Human3RError(msg(f"export {export_dir}", "a model file cannot be loaded",
                                f"{type(exc).__name__}: {str(exc)[:300]}", hint=_DAMAGED)) from exc
 

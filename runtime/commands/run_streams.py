@@ -283,7 +283,7 @@ def run_streams(args: argparse.Namespace, signals: Any, R: Any) -> int:
         sess_opts = SessionOptions(pipeline=pipe, dense=o0.needs_dense, human_mask=o0.needs_mask, fit=args.fit,
                                    preprocessing=args.preprocessing)
         ms = MultiSession(backend, smplx_model, sess_opts, streams=n, batch_timeout_ms=timeout_ms)
-        _start(ms, export_dir, R._DAMAGED)
+        R._start_session(ms, export_dir, stop=ms.shutdown)
     except BaseException:
         for st in streams:
             if st.frame_source is not None:
@@ -489,16 +489,3 @@ def _expected(args: argparse.Namespace, st: _Stream) -> int | None:
         return None
     total = -(-total // args.stride)
     return min(total, args.max_frames) if args.max_frames is not None else total
-
-
-def _start(ms: Any, export_dir: Path, damaged_hint: str) -> None:
-    """Activate the backend: a damaged model file is a Human3RError naming the export folder (as run does)."""
-    try:
-        ms.start()
-    except (Human3RError, BackendUnavailable, KeyboardInterrupt):
-        ms.shutdown()
-        raise
-    except Exception as exc:
-        ms.shutdown()
-        raise Human3RError(msg(f"export {export_dir}", "a model file cannot be loaded",
-                               f"{type(exc).__name__}: {str(exc)[:300]}", hint=damaged_hint)) from exc

@@ -9,6 +9,7 @@ of absent slots must stay bit-identical (np.array_equal on read_state).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,12 +51,13 @@ def single_reference(backend_factory, one: Path, streams: int, frames: int) -> d
     return ref
 
 
-def close(got: np.ndarray, ref: np.ndarray, what: str) -> None:
-    ref = np.asarray(ref)
-    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    err = float(np.max(np.abs(np.asarray(got, np.float64) - ref))) if ref.size else 0.0
+def close(got: Any, ref: Any, what: str, tol: float = RTOL) -> None:
+    """max |got - ref| <= tol * max |ref| (arrays or lists of equal-shape arrays)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
     assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
-    assert err <= RTOL * max(scale, 1e-30) or err == 0.0, f"{what}: max err {err:.3g} > {RTOL} * {scale:.3g}"
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+    assert err <= tol * max(scale, 1e-30) or err == 0.0, f"{what}: max err {err:.3g} > {tol} * {scale:.3g}"
 
 
 def run_batch(be, spec: ExportSpec, slots: list[int], frames: list[int]) -> dict[str, np.ndarray]:
